@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Developer build: compiles the extensions into build/dev-<cpu|cuda> and copies them next to the
+# sources (wsq/_C*.so, wsq/_cuda*.so) so `python -m pytest` from the repo root runs the fresh code
+# without a reinstall. A lock serialises concurrent builds from several shells.
+#   .ci/dev_build.sh          CPU module only (fast)
+#   .ci/dev_build.sh cuda     also the CUDA module (nvcc; compiles, runs only where a GPU is)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-cpu}
+cuda=OFF; [ "$mode" = cuda ] && cuda=ON
+dir=build/dev-$mode
+exec 9>build.lock
+flock 9
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWSQ_CUDA=$cuda \
+  -DPython_EXECUTABLE="$(command -v python3)" -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+if ! cmake --build "$dir" -- -k 0 >"$dir/build.log" 2>&1; then
+  grep -vE '^\[[0-9]+/[0-9]+\]' "$dir/build.log" >&2
+  echo "dev_build: build failed (full log: $dir/build.log)" >&2
+  exit 1
+fi
+grep -iE 'warning' "$dir/build.log" >&2 || true
+cp "$dir"/_C*.so wsq/
+[ "$cuda" = ON ] && cp "$dir"/_cuda*.so wsq/ || true
+echo "dev_build: ok ($mode)"
