@@ -19,6 +19,8 @@ if ! cmake --build "$dir" -- -k 0 >"$dir/build.log" 2>&1; then
   exit 1
 fi
 grep -iE 'warning' "$dir/build.log" >&2 || true
-cp "$dir"/_C*.so wsq/
-[ "$cuda" = ON ] && cp "$dir"/_cuda*.so wsq/ || true
+# Copy then rename: a process that has the old module mapped keeps its inode and does not crash.
+install_so() { for f in "$@"; do cp "$f" "wsq/.$(basename "$f").tmp" && mv -f "wsq/.$(basename "$f").tmp" "wsq/$(basename "$f")"; done; }
+install_so "$dir"/_C*.so
+if [ "$cuda" = ON ]; then install_so "$dir"/_cuda*.so; fi
 echo "dev_build: ok ($mode)"

@@ -2,6 +2,7 @@
 // build and the CUDA build compile the very same arithmetic: the CPU tests then exercise what the GPU
 // runs, and indices cannot differ between backends.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

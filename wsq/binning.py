@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from wsq import ops
-from wsq.reference import bin_scale, index_dtype
+from wsq.reference import F32_MAX, bin_scale, index_dtype
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ def _check_bound(name: str, v) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"{name} must be a float or None, got {type(v).__name__}")
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
+    # The range is used in float32: a bound beyond float32's range would become +-inf there.
+    if not math.isfinite(v) or abs(v) > F32_MAX:
+        raise ValueError(f"{name} must be finite and within float32 range, got {v}")
     return float(v)
 
 

@@ -1,0 +1,322 @@
+// AVX2 + FMA LUT kernels (see lut.h). Groups of 8 indices (exactly b bytes). The table lives in
+// registers for b <= 4: one ymm of 8 floats looked up with vpermps (b <= 3, replicated so the bits
+// of neighbouring indices left above are ignored), or two ymm joined by a blend on bit 3 (b = 4).
+// Wider tables are gathered from L1/L2. fp16/bf16 outputs are converted by the scalar code of
+// common.h (AVX2 does not imply F16C).
+#include "lut_impl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+// GCC 12 flags the intrinsics' own _mm*_undefined_* self-initialisation when inlined at -O3
+// (GCC bug 105593, fixed in 13): silence it for the header only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <type_traits>
+
+#define WSQ_T __attribute__((target("avx2,fma")))
+
+namespace wsq::lut_detail {
+namespace {
+
+// Lane masks: all ones in the first r of 8 lanes.
+WSQ_T inline __m256i lanes(int64_t r) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(r, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// b = 1..4: lane i = (group word >> i*b); vpermps reads the low 3 bits.
+template <int B>
+struct Small {
+  static constexpr int kL = 8;
+  __m256 lo, hi;
+  __m256i sh;
+  WSQ_T explicit Small(const Packed& w) {
+    alignas(32) float a[8], b[8];
+    alignas(32) int32_t s[8];
+    for (int j = 0; j < 8; ++j) {
+      a[j] = w.table[j & ((1 << B) - 1)];
+      b[j] = B == 4 ? w.table[8 + j] : a[j];
+      s[j] = j * B;
+    }
+    lo = _mm256_load_ps(a);
+    hi = _mm256_load_ps(b);
+    sh = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+  }
+  WSQ_T void operator()(const uint8_t* g, __m256* o) const {
+    uint32_t u;
+    std::memcpy(&u, g, 4);
+    const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(u)), sh);
+    if constexpr (B == 4) {  // bit 3 moved to the sign bit picks the upper half of the table
+      o[0] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+                              _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    } else {
+      o[0] = _mm256_permutevar8x32_ps(lo, idx);
+    }
+  }
+};
+
+// b = 5..16: indices extracted per lane, values gathered from the table.
+template <int B>  // 8, 16, or 0 for any other width
+struct Gather {
+  static constexpr int kL = 8;
+  const float* table;
+  __m256i lo, hi, sr, sl, mask;
+  WSQ_T explicit Gather(const Packed& w) : table(w.table) {
+    alignas(32) int32_t a[8], b[8], c[8], d[8];
+    for (int i = 0; i < 8; ++i) {
+      const int bit = i * w.bits;
+      a[i] = bit >> 5;
+      b[i] = a[i] + 1;
+      c[i] = bit & 31;
+      d[i] = 32 - c[i];  // a shift by 32 gives 0: lanes inside one word
+    }
+    lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(a));
+    hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+    sr = _mm256_load_si256(reinterpret_cast<const __m256i*>(c));
+    sl = _mm256_load_si256(reinterpret_cast<const __m256i*>(d));
+    mask = _mm256_set1_epi32((1 << w.bits) - 1);
+  }
+  WSQ_T void operator()(const uint8_t* g, __m256* o) const {
+    __m256i idx;
+    if constexpr (B == 8) {
+      idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
+    } else if constexpr (B == 16) {
+      idx = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    } else {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g));
+      const __m256i l = _mm256_permutevar8x32_epi32(v, lo), h = _mm256_permutevar8x32_epi32(v, hi);
+      idx = _mm256_and_si256(_mm256_or_si256(_mm256_srlv_epi32(l, sr), _mm256_sllv_epi32(h, sl)), mask);
+    }
+    o[0] = _mm256_i32gather_ps(table, idx, 4);
+  }
+};
+
+template <class F>
+void visit(const Packed& w, F&& f) {
+  switch (w.bits) {
+    case 1: { const Small<1> d(w); f(d); break; }
+    case 2: { const Small<2> d(w); f(d); break; }
+    case 3: { const Small<3> d(w); f(d); break; }
+    case 4: { const Small<4> d(w); f(d); break; }
+    case 8: { const Gather<8> d(w); f(d); break; }
+    case 16: { const Gather<16> d(w); f(d); break; }
+    default: { const Gather<0> d(w); f(d); break; }
+  }
+}
+
+// out[0, cnt) = table values of elements [e, e + cnt) (see lut_avx512.cpp).
+template <class D>
+WSQ_T void span(const D& d, const Packed& w, int64_t e, int64_t cnt, float* out) {
+  const int64_t end = e + cnt, safe = safe_start(w);
+  for (; e < end && (e & 7); ++e) *out++ = w.table[index_at(w, e)];
+  __m256 v;
+  for (; e + 8 <= end && e <= safe; e += 8, out += 8) {
+    d(group_at(w, e), &v);
+    _mm256_storeu_ps(out, v);
+  }
+  if (e < end && e <= safe) {
+    d(group_at(w, e), &v);
+    _mm256_maskstore_ps(out, lanes(end - e), v);
+    return;
+  }
+  for (; e < end; ++e) *out++ = w.table[index_at(w, e)];
+}
+
+template <class D>
+WSQ_T void emit(const D& d, const Packed& w, int64_t e, int64_t cnt, void* out, int64_t off, int dt) {
+  if (dt == kF32) {
+    span(d, w, e, cnt, static_cast<float*>(out) + off);
+    return;
+  }
+  constexpr int64_t kBuf = 1024;
+  alignas(32) float buf[kBuf];
+  for (int64_t i = 0; i < cnt;) {
+    const int64_t c = std::min(cnt - i, kBuf - ((e + i) & 7));
+    span(d, w, e + i, c, buf);
+    for (int64_t j = 0; j < c; ++j) store_float(out, off + i + j, buf[j], dt);
+    i += c;
+  }
+}
+
+// Fused rows kernel (see lut_avx512.cpp): 4 groups (32 weights) per step, K in L1-sized chunks.
+template <class D, int MB>
+WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
+                int64_t n1, const float* bias, float* y, int64_t ldy) {
+  constexpr int U = 4;
+  constexpr int A = MB == 1 ? U : (MB == 2 ? 2 : 1);
+  const D d = dref;
+  const int64_t kc = row_chunk(MB, K), safe = safe_start(w);
+  for (int64_t c = 0; c * kc < K; ++c) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t e0 = n * K, a0 = (e0 + 7) & ~int64_t{7};
+      const int64_t lo = c == 0 ? e0 : a0 + c * kc, end = std::min(e0 + K, a0 + (c + 1) * kc);
+      if (lo >= end) continue;
+      if (kc < K && n + 1 < n1) prefetch_range(w, lo + K, end + K);
+      __m256 acc[MB][A];
+      #pragma GCC unroll 16
+      for (int m = 0; m < MB; ++m)
+        #pragma GCC unroll 16
+        for (int a = 0; a < A; ++a) acc[m][a] = _mm256_setzero_ps();
+      float head[MB] = {};
+      int64_t e = lo;
+      for (; e < end && (e & 7); ++e) {
+        const float wv = w.table[index_at(w, e)];
+        #pragma GCC unroll 16
+        for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
+      }
+      for (; e + 8 * U <= end && e + 8 * (U - 1) <= safe; e += 8 * U) {
+        __m256 v[U];
+        #pragma GCC unroll 16
+        for (int u = 0; u < U; ++u) d(group_at(w, e + 8 * u), v + u);
+        const float* xk = x + (e - e0);
+        #pragma GCC unroll 16
+        for (int j = 0; j < U; ++j)
+          #pragma GCC unroll 16
+          for (int m = 0; m < MB; ++m)
+            acc[m][j % A] = _mm256_fmadd_ps(v[j], _mm256_loadu_ps(xk + m * ldx + 8 * j), acc[m][j % A]);
+      }
+      for (; e < end && e <= safe; e += 8) {  // masked: no lane past the chunk is read or summed
+        __m256 v;
+        d(group_at(w, e), &v);
+        const __m256i k = lanes(end - e);
+        const __m256 wv = _mm256_and_ps(v, _mm256_castsi256_ps(k));
+        const float* xk = x + (e - e0);
+        #pragma GCC unroll 16
+        for (int m = 0; m < MB; ++m)
+          acc[m][0] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xk + m * ldx, k), acc[m][0]);
+      }
+      for (; e < end; ++e) {  // the stream's last bytes
+        const float wv = w.table[index_at(w, e)];
+        #pragma GCC unroll 16
+        for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
+      }
+      #pragma GCC unroll 16
+      for (int m = 0; m < MB; ++m) {
+        __m256 s = acc[m][0];
+        for (int a = 1; a < A; ++a) s = _mm256_add_ps(s, acc[m][a]);
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        const float part = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q))) + head[m];
+        float& out = y[m * ldy + n];
+        out = c == 0 ? part : out + part;
+      }
+    }
+  }
+  if (bias) {
+    for (int m = 0; m < MB; ++m)
+      for (int64_t n = n0; n < n1; ++n) y[m * ldy + n] += bias[n];
+  }
+}
+
+constexpr int kFusedMB = 8;
+
+template <class D>
+void rows_any(int mb, const D& d, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
+              int64_t n1, const float* bias, float* y, int64_t ldy) {
+  using Fn = void (*)(const D&, const Packed&, const float*, int64_t, int64_t, int64_t, int64_t,
+                      const float*, float*, int64_t);
+  static constexpr Fn fns[kFusedMB] = {rows<D, 1>, rows<D, 2>, rows<D, 3>, rows<D, 4>,
+                                       rows<D, 5>, rows<D, 6>, rows<D, 7>, rows<D, 8>};
+  fns[mb - 1](d, w, x, ldx, K, n0, n1, bias, y, ldy);
+}
+
+// GEMM micro-kernel on x^T panels of width 16 (two ymm); see lut_avx512.cpp.
+constexpr int64_t kPW = 16, kNR = 6;
+
+template <int NR, int MV>
+WSQ_T void micro(const float* w, int64_t ldw, int64_t kc, const float* xp, float* c, int64_t ldc,
+                 bool first) {
+  __m256 acc[NR][MV];
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r)
+    #pragma GCC unroll 16
+    for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 xv[MV];
+    #pragma GCC unroll 16
+    for (int v = 0; v < MV; ++v) xv[v] = _mm256_loadu_ps(xp + k * kPW + 8 * v);
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      const __m256 wb = _mm256_broadcast_ss(w + r * ldw + k);
+      #pragma GCC unroll 16
+      for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_fmadd_ps(wb, xv[v], acc[r][v]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r)
+    #pragma GCC unroll 16
+    for (int v = 0; v < MV; ++v) {
+      float* p = c + r * ldc + 8 * v;
+      _mm256_storeu_ps(p, first ? acc[r][v] : _mm256_add_ps(_mm256_loadu_ps(p), acc[r][v]));
+    }
+}
+
+void tile(const float* wbuf, int64_t nb, int64_t kc, const float* xk, int64_t pstride, int64_t np,
+          int64_t last_valid, float* yt, int64_t ldc, bool first) {
+  using Fn = void (*)(const float*, int64_t, int64_t, const float*, float*, int64_t, bool);
+  static constexpr Fn fns[kNR][2] = {{micro<1, 1>, micro<1, 2>}, {micro<2, 1>, micro<2, 2>},
+                                     {micro<3, 1>, micro<3, 2>}, {micro<4, 1>, micro<4, 2>},
+                                     {micro<5, 1>, micro<5, 2>}, {micro<6, 1>, micro<6, 2>}};
+  for (int64_t r0 = 0; r0 < nb; r0 += kNR) {
+    const int64_t nr = std::min(kNR, nb - r0);
+    for (int64_t p = 0; p < np; ++p) {
+      const int mv = (p == np - 1 && last_valid <= 8) ? 1 : 2;
+      fns[nr - 1][mv - 1](wbuf + r0 * kc, kc, kc, xk + p * pstride, yt + r0 * ldc + p * kPW, ldc, first);
+    }
+  }
+}
+
+}  // namespace
+
+void dequant_avx2(const Packed& w, int64_t n, void* out, int dt) {
+  visit(w, [&](const auto& d) {
+    for_chunks(n, 16384, [&](int64_t e0, int64_t cnt) { emit(d, w, e0, cnt, out, e0, dt); });
+  });
+}
+
+int64_t gather_avx2(const Packed& w, int64_t num_rows, int64_t row_len, const int64_t* rows_,
+                    int64_t n_rows, void* out, int dt) {
+  int64_t bad = 0;
+  visit(w, [&](const auto& d) {
+    bad = gather_driver(num_rows, row_len, rows_, n_rows, out, dt,
+                        [&](int64_t e0, int64_t cnt, int64_t off) { emit(d, w, e0, cnt, out, off, dt); });
+  });
+  return bad;
+}
+
+void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
+                 const float* bias, float* y, int64_t ldy) {
+  visit(w, [&](const auto& d) {
+    if (M <= kFusedMB) {
+      for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {
+        rows_any(static_cast<int>(M), d, w, x, ldx, K, n0, n1, bias, y, ldy);
+      });
+      return;
+    }
+    tiled_driver(
+        x, M, K, ldx, N, bias, y, ldy, kPW,
+        [&](int64_t e, int64_t cnt, float* out) { span(d, w, e, cnt, out); },
+        [](const float* wb, int64_t nb, int64_t kc, const float* xk, int64_t ps, int64_t np,
+           int64_t lv, float* yt, int64_t ldc, bool first) { tile(wb, nb, kc, xk, ps, np, lv, yt, ldc, first); });
+  });
+}
+
+}  // namespace wsq::lut_detail
+
+#else  // not x86: lut_isa() never picks this level
+
+namespace wsq::lut_detail {
+void dequant_avx2(const Packed& w, int64_t n, void* out, int dt) { dequant_scalar(w, n, out, dt); }
+int64_t gather_avx2(const Packed& w, int64_t nr, int64_t rl, const int64_t* rows, int64_t n,
+                    void* out, int dt) {
+  return gather_scalar(w, nr, rl, rows, n, out, dt);
+}
+void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
+                 const float* bias, float* y, int64_t ldy) {
+  matmul_scalar(w, x, M, K, ldx, N, bias, y, ldy);
+}
+}  // namespace wsq::lut_detail
+
+#endif
