@@ -9,8 +9,29 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from wsq import metrics, nn
 from wsq._info import info
 from wsq.binning import Binning, uniform_bins
+from wsq.compress import Compressed, compress
 from wsq.errors import FormatError
+from wsq.io import load, load_state_dict, save
+from wsq.merge import merge
+from wsq.search import SearchResult, search
 
-__all__ = ["__version__", "info", "uniform_bins", "Binning", "FormatError"]
+__all__ = [
+    "__version__",
+    "info",
+    "uniform_bins",
+    "Binning",
+    "FormatError",
+    "save",
+    "load",
+    "load_state_dict",
+    "compress",
+    "Compressed",
+    "nn",
+    "merge",
+    "metrics",
+    "search",
+    "SearchResult",
+]

@@ -1,0 +1,406 @@
+"""wsq.compress, the pool, Compressed's parts (rest_state, from_parts, stats) and bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import wsq
+from wsq import reference
+from wsq.compress import collect_pool
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+        self.scale = nn.Parameter(torch.randn(5))
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(x.mean((2, 3))) * self.scale
+
+
+def trained_net() -> Net:
+    m = Net()
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(4, 3, 9, 9))  # non-trivial running stats and num_batches_tracked
+    return m.eval()
+
+
+def reference_fake_quant(model: nn.Module, k: int, **pool_kw) -> nn.Module:
+    """The model with each pooled weight replaced by its bin mean, by the plain-PyTorch oracle."""
+    pool = collect_pool(model, **pool_kw)
+    flat = pool.flat()
+    idx, cb, _ = reference.uniform_bins(flat, k)
+    deq = cb[idx.long()]
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
+            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
+    return ref
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[n].dtype == b[n].dtype and torch.equal(a[n], b[n]) for n in a
+    )
+
+
+# ----------------------------------------------------------------------------- pool
+
+
+def test_pool_default_rules_and_flat():
+    m = trained_net()
+    pool = collect_pool(m)
+    assert pool.names == ["conv.weight", "fc.weight"]
+    assert pool.n_weights == 8 * 3 * 9 + 5 * 8
+    assert [e.offset for e in pool.entries] == [0, 216]
+    flat = pool.flat()
+    assert flat.dtype == torch.float32 and flat.is_contiguous() and flat.shape == (256,)
+    assert torch.equal(flat[:216], m.conv.weight.detach().reshape(-1))
+    assert torch.equal(flat[216:], m.fc.weight.detach().reshape(-1))
+    assert flat.data_ptr() != m.conv.weight.data_ptr()  # a copy the caller owns
+
+
+def test_pool_include_exclude_min_dims():
+    m = trained_net()
+    assert collect_pool(m, min_dims=1).names == [
+        "scale",
+        "conv.weight",
+        "conv.bias",
+        "bn.weight",
+        "bn.bias",
+        "fc.weight",
+        "fc.bias",
+    ]  # fmt: skip (named_parameters order: a module's own parameters first)
+    assert collect_pool(m, include="*.bias").names == ["conv.bias", "bn.bias", "fc.bias"]
+    assert collect_pool(m, include=["fc.*", "scale"]).names == ["scale", "fc.weight", "fc.bias"]
+    pool = collect_pool(m, exclude="conv.*")
+    assert pool.names == ["fc.weight"]
+    assert pool.skipped == [("conv.weight", "excluded by pattern 'conv.*'")]
+    with pytest.raises(TypeError, match="include"):
+        collect_pool(m, include=3)
+    with pytest.raises(ValueError, match="min_dims"):
+        collect_pool(m, min_dims=-1)
+    with pytest.raises(TypeError, match="model"):
+        collect_pool({"w": torch.zeros(2, 2)})
+
+
+def test_pool_tied_once_with_all_names():
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight  # same object
+    m = nn.ModuleDict({"emb": emb, "head": head, "other": nn.Linear(4, 4)})
+    m.other2 = nn.Linear(4, 4)
+    m.other2.weight = nn.Parameter(m.other.weight.data)  # distinct object, same storage
+    pool = collect_pool(m)
+    assert [e.names for e in pool.entries] == [
+        ("emb.weight", "head.weight"),
+        ("other.weight", "other2.weight"),
+    ]
+    assert pool.n_weights == 40 + 16
+
+
+def test_pool_skips_integer_and_reports():
+    m = trained_net()
+    m.steps = nn.Parameter(torch.arange(6, dtype=torch.int64).view(2, 3), requires_grad=False)
+    pool = collect_pool(m)
+    assert pool.names == ["conv.weight", "fc.weight"]
+    assert pool.skipped == [("steps", "int64 is not a floating-point dtype")]
+
+
+def test_pool_tensors_resolve_working_copy():
+    m = trained_net()
+    pool = collect_pool(m)
+    work = copy.deepcopy(m)
+    ts = pool.tensors(work)
+    assert ts[0] is work.conv.weight and ts[1] is work.fc.weight
+    with pytest.raises(ValueError, match="conv.weight"):
+        pool.tensors(nn.Sequential(nn.Linear(2, 2)))
+
+
+# ----------------------------------------------------------------------------- compress
+
+
+def test_compress_matches_reference_and_keeps_input():
+    m = trained_net()
+    before = {n: t.clone() for n, t in m.state_dict().items()}
+    c = wsq.compress(m, 16)
+    assert state_equal(m.state_dict(), before)  # input untouched, bit for bit
+    assert type(m.fc) is nn.Linear and isinstance(m.fc.weight, nn.Parameter)
+    ref = reference_fake_quant(m, 16)
+    idx, cb, _ = reference.uniform_bins(collect_pool(m).flat(), 16)
+    assert torch.equal(c.codebook, cb) and c.codebook.dtype == torch.float32
+    assert c.bits == reference.bits_for(cb.numel()) and c.k == 16
+    assert state_equal(c.dequantized_state_dict(), ref.state_dict())
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(c.model(x), ref(x), rtol=1e-5, atol=1e-6)
+    # packed indices are exactly the oracle's packing of the oracle's indices
+    q = c.quantized
+    assert list(q) == ["conv.weight", "fc.weight"]
+    assert torch.equal(q["conv.weight"].packed, reference.pack(idx[:216], c.bits))
+    assert q["fc.weight"].shape == (5, 8) and q["fc.weight"].dtype == torch.float32
+
+
+def test_compress_never_deep_copies_pooled_weights(monkeypatch):
+    m = trained_net()
+    pooled = {id(m.conv.weight), id(m.fc.weight)}
+    copied = []
+    orig = nn.Parameter.__deepcopy__
+
+    def spy(self, memo):
+        copied.append(id(self))
+        return orig(self, memo)
+
+    monkeypatch.setattr(nn.Parameter, "__deepcopy__", spy)
+    c = wsq.compress(m, 8)
+    assert copied and not pooled & set(copied)  # the small ones are copied, the pooled never
+    names = {n for n, _ in c.model.named_parameters()}
+    assert "conv.weight" not in names and "fc.weight" not in names
+
+
+def test_rest_state_is_everything_else():
+    m = trained_net()
+    c = wsq.compress(m, 8)
+    rest = c.rest_state()
+    assert list(rest) == [n for n in m.state_dict() if n not in ("conv.weight", "fc.weight")]
+    assert "bn.num_batches_tracked" in rest and int(rest["bn.num_batches_tracked"]) == 3
+    assert state_equal(rest, {n: t for n, t in m.state_dict().items() if n in rest})
+    assert rest["bn.running_mean"].data_ptr() != m.bn.running_mean.data_ptr()  # copies, not aliases
+
+
+def test_all_equal_weights_one_bin():
+    m = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        for lin in m:
+            lin.weight.fill_(0.25)
+    c = wsq.compress(m, 64)
+    assert c.codebook.tolist() == [0.25] and c.bits == 1
+    assert torch.equal(c.model[0].weight, torch.full((3, 4), 0.25))
+
+
+def test_lo_hi_clamp_to_end_bins():
+    m = nn.Linear(64, 64, bias=False)
+    c = wsq.compress(m, 4, lo=-0.05, hi=0.05)
+    w = m.weight.detach()
+    got = c.model.weight
+    assert c.lo == pytest.approx(-0.05) and c.hi == pytest.approx(0.05)
+    assert torch.equal(got[w > 0.05].unique(), c.codebook[-1:])  # clamped into the top bin
+    assert torch.equal(got[w < -0.05].unique(), c.codebook[:1])
+    with pytest.raises(ValueError, match="lo must be < hi"):
+        wsq.compress(m, 4, lo=0.1, hi=0.1)
+
+
+def test_fp16_bf16_models_keep_dtype():
+    for dt in (torch.float16, torch.bfloat16):
+        m = trained_net().to(dt)
+        c = wsq.compress(m, 32)
+        assert c.codebook.dtype == torch.float32
+        assert c.quantized["fc.weight"].dtype == dt
+        assert c.model.fc.weight.dtype == dt and c.model.bn.running_var.dtype == dt
+        ref = reference_fake_quant(m, 32)
+        x = torch.randn(2, 3, 9, 9, dtype=dt)
+        torch.testing.assert_close(c.model(x), ref(x), rtol=2e-2, atol=2e-2)
+
+
+# ----------------------------------------------------------------------------- from_parts
+
+
+def _parts(c):
+    return c.codebook, c.bits, {n: q.packed for n, q in c.quantized.items()}, c.rest_state()
+
+
+@pytest.mark.parametrize("fresh_on", ["cpu", "meta"])
+def test_from_parts_rebuilds_identical_model(fresh_on):
+    m = trained_net()
+    c = wsq.compress(m, 16)
+    with torch.device(fresh_on):
+        fresh = Net().eval()
+    fresh_state = copy.deepcopy(fresh.state_dict())
+    d = wsq.Compressed.from_parts(fresh, *_parts(c), k=16)
+    assert state_equal(fresh.state_dict(), fresh_state) if fresh_on == "cpu" else True
+    assert d.k == 16 and d.lo is None and torch.equal(d.codebook, c.codebook)
+    assert state_equal(d.model.state_dict(), c.model.state_dict())
+    x = torch.randn(3, 3, 9, 9)
+    assert torch.equal(d.model(x), c.model(x))
+    assert d.model.training is False
+
+
+def test_from_parts_name_and_shape_errors():
+    m = trained_net()
+    c = wsq.compress(m, 16)
+    cb, bits, packed, rest = _parts(c)
+    fresh = Net()
+    with pytest.raises(wsq.FormatError, match=r"missing: fc.weight.*unexpected: fc.w"):
+        p2 = dict(packed)
+        p2["fc.w"] = p2.pop("fc.weight")
+        wsq.Compressed.from_parts(fresh, cb, bits, p2, rest)
+    with pytest.raises(wsq.FormatError, match=r"missing: bn.running_var"):
+        r2 = dict(rest)
+        del r2["bn.running_var"]
+        wsq.Compressed.from_parts(fresh, cb, bits, packed, r2)
+    with pytest.raises(wsq.FormatError, match=r"unexpected: extra"):
+        wsq.Compressed.from_parts(fresh, cb, bits, packed, {**rest, "extra": torch.zeros(1)})
+    with pytest.raises(wsq.FormatError, match="conv.weight: 10 bytes"):
+        wsq.Compressed.from_parts(
+            fresh, cb, bits, {**packed, "conv.weight": packed["conv.weight"][:10]}, rest
+        )
+    with pytest.raises(wsq.FormatError, match=r"bn.bias: shape \(7,\)"):
+        wsq.Compressed.from_parts(fresh, cb, bits, packed, {**rest, "bn.bias": torch.zeros(7)})
+    with pytest.raises(wsq.FormatError, match="codebook has 16 entries"):
+        wsq.Compressed.from_parts(fresh, cb, 3, packed, rest)
+    with pytest.raises(wsq.FormatError, match="NaN"):
+        wsq.Compressed.from_parts(fresh, torch.full((4,), math.nan), bits, packed, rest)
+
+
+def test_from_parts_meta_with_nonpersistent_buffer_is_refused():
+    class WithPos(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.register_buffer("pos", torch.arange(4.0), persistent=False)
+
+    c = wsq.compress(WithPos(), 8)
+    with torch.device("meta"):
+        fresh = WithPos()
+    with pytest.raises(ValueError, match="pos"):
+        wsq.Compressed.from_parts(fresh, *_parts(c))
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+def test_stats_counts_and_sizes():
+    m = trained_net()
+    m.steps = nn.Parameter(torch.arange(6, dtype=torch.int64), requires_grad=False)
+    c = wsq.compress(m, 16)
+    idx, cb, counts = reference.uniform_bins(collect_pool(m).flat(), 16)
+    assert torch.equal(c.index_counts(), counts)
+    p = counts.double() / counts.sum()
+    s = c.stats()
+    assert s["n_weights"] == 256 and s["n_bins"] == cb.numel() and s["bits_fixed"] == c.bits
+    assert s["entropy_bound"] == pytest.approx(float(-(p * p.log2()).sum()))
+    assert s["n_skipped"] == 1 and s["skipped"] == ["steps"]
+    dense = sum(t.numel() * t.element_size() for t in m.state_dict().values())
+    assert s["original_bytes"] == dense
+    assert s["cr"] == pytest.approx(s["original_bytes"] / s["file_bytes"])
+    assert s["bits_entropy"] >= s["entropy_bound"] - 1e-9
+    packed = sum(q.packed.numel() for q in c.quantized.values())
+    table = 4 << c.bits
+    assert s["param_bytes_compressed"] == dense - 256 * 4 + packed + table
+    assert s["param_bytes_dense"] == dense
+
+
+def test_stats_file_bytes_equal_saved_file(tmp_path):
+    c = wsq.compress(trained_net(), 16)
+    for coder in ("auto", "ans", "huffman"):
+        path = tmp_path / f"m_{coder}.wsq"
+        wsq.save(c, path, coder=coder)
+        assert c.stats(coder)["file_bytes"] == path.stat().st_size
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_no_eligible_parameters():
+    with pytest.raises(ValueError, match="no eligible parameters"):
+        wsq.compress(nn.Sequential(nn.LayerNorm(4), nn.ReLU()), 8)
+    with pytest.raises(ValueError, match="no eligible parameters"):
+        wsq.compress(nn.ReLU(), 8)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_inf_named(bad):
+    m = trained_net()
+    with torch.no_grad():
+        m.fc.weight[1, 2] = bad
+    with pytest.raises(ValueError, match=r"parameter fc.weight contains NaN or Inf"):
+        wsq.compress(m, 8)
+
+
+def test_fp16_overflowing_float64_named():
+    m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3)).double()
+    with torch.no_grad():
+        m[1].weight[0, 0] = 1e300  # finite in float64, Inf in the float32 pool
+    with pytest.raises(ValueError, match=r"parameter 1.weight"):
+        wsq.compress(m, 8)
+
+
+def test_meta_parameters_refused():
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    with pytest.raises(ValueError, match=r"meta device.*0.weight"):
+        wsq.compress(m, 8)
+
+
+def test_lazy_parameters_refused():
+    with pytest.raises(ValueError, match=r"0.weight.*not initialised"):
+        wsq.compress(nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 3)), 8)
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1, 65537])
+def test_k_out_of_range(k):
+    with pytest.raises(ValueError, match="k must be in 2..65536"):
+        wsq.compress(nn.Linear(3, 3), k)
+
+
+@pytest.mark.parametrize("k", [2.0, True, "8", None])
+def test_k_wrong_type(k):
+    with pytest.raises(TypeError, match="k must be an int"):
+        wsq.compress(nn.Linear(3, 3), k)
+
+
+def test_k_extremes():
+    m = nn.Linear(40, 30)
+    c = wsq.compress(m, 2)
+    assert c.codebook.numel() == 2 and c.bits == 1
+    c = wsq.compress(m, 65536)
+    assert 1000 < c.codebook.numel() <= 1200 and c.bits == 11
+    err = (c.model.weight - m.weight.detach()).abs().max()
+    assert err <= (c.hi - c.lo) / 65536  # within one bin width of the original
+
+
+def test_with_indices_builds_independent_model():
+    emb = nn.Embedding(30, 8)
+    head = nn.Linear(8, 30)
+    head.weight = emb.weight
+    m = nn.Sequential(emb, nn.Linear(8, 8), head)
+    c = wsq.compress(m, 32)
+    n = c.codebook.numel()
+    table = torch.arange(n, dtype=torch.int32) // 2  # merge neighbouring pairs
+    new_n = (n + 1) // 2
+    cb = torch.stack([c.codebook[2 * i : 2 * i + 2].mean() for i in range(new_n)])
+    bits = reference.bits_for(new_n)
+    packed = {
+        name: wsq.ops.remap_packed(q.packed, q.numel, c.bits, table, bits)
+        for name, q in c.quantized.items()
+    }
+    before = {k: v.clone() for k, v in c.model.state_dict().items()}
+    d = c.with_indices(cb, bits, packed)
+    assert state_equal(c.model.state_dict(), before)  # the source is untouched
+    assert d.bits == bits and torch.equal(d.codebook, cb)
+    for name, q in c.quantized.items():
+        old_idx = reference.unpack(q.packed, q.numel, c.bits)
+        want = cb[table[old_idx].long()].view(q.shape)
+        assert torch.equal(d.dequantized_state_dict()[name], want)
+    assert d.model[0].weight_packed is d.model[2].weight_packed  # ties kept
+    assert len({id(mod.wsq_table) for mod in d.model if wsq.nn.is_quantized(mod)}) == 1
+    assert d.model[1].bias is not c.model[1].bias and torch.equal(d.model[1].bias, c.model[1].bias)
+    assert d.model[1]._wsq_cb is not c.model[1]._wsq_cb and d.model[1]._wsq_cb.n == new_n
+    x = torch.randint(0, 30, (2, 3))
+    ref = copy.deepcopy(m)
+    ref.load_state_dict(d.dequantized_state_dict())
+    torch.testing.assert_close(d.model(x), ref(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(wsq.FormatError, match="missing: 1.weight"):
+        d.with_indices(cb, bits, {"0.weight": packed["0.weight"]})
+    with pytest.raises(wsq.FormatError, match="1.weight: packed indices must be"):
+        d.with_indices(cb, bits, {**packed, "1.weight": packed["1.weight"][:-1]})
