@@ -458,7 +458,7 @@ def lut_matmul(
         bias = bias.reshape(-1).float().contiguous()
     _same_device(x=x, packed=packed, table=table, bias=bias)
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, in_features)
+    x2 = x.reshape(lead.numel(), in_features)  # not -1: ambiguous when in_features == 0
     if x2.dtype != torch.float32:
         x2 = x2.float()
     if x2.stride(-1) != 1:
@@ -511,3 +511,5 @@ def gather_rows(
     _same_device(packed=packed, rows=rows, table=table)
     out = _gather_rows_op(packed, _flat("rows", rows.to(torch.int64)), num_rows, row_len, bits, table, dtype)
     return out.reshape(*rows.shape, row_len)
+
+from wsq import _ops_cuda  # noqa: E402,F401  (registers the CUDA kernels)
