@@ -72,8 +72,7 @@ constexpr int groups_needed(int bi, int bo) {
   return a > b ? a : b;
 }
 
-// ---- 16-bit lanes, one group per 128-bit lane
-// ----------------------------------------------------
+// ---- 16-bit lanes, one group per 128-bit lane -------------------------------------------------
 
 template <int B> struct WordDecoder {
   static_assert(B <= 9, "a 16-bit lane holds shift + B <= 16 bits only for B <= 9");
@@ -120,17 +119,33 @@ template <int B> struct WordDecoder {
 };
 
 template <int B> struct WordEncoder {
-  __m512i m16, m32, sel, sel3, pack3;
+  __m512i m16, m32, sel, sel3;
+  __m128i pack3;
   WordEncoder() {
     m16 = _mm512_set1_epi32(0xFFFF);
     m32 = _mm512_set1_epi64(0xFFFFFFFFll);
     sel = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
     sel3 = _mm512_set_epi32(15, 14, 13, 11, 10, 9, 7, 6, 5, 3, 2, 1, 12, 8, 4, 0);
-    pack3 = _mm512_set_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                            -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                            -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 14, 13,
-                            12, 10, 9, 8, 6, 5, 4, 2, 1, 0);
+    pack3 = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
   }
+  // Four B-byte groups (B < 8, one per 64-bit lane of g) -> 4*B contiguous bytes at q.
+  static inline void store_groups(__m256i g, uint8_t *q) {
+    if constexpr (B == 1) {
+      const int v = _mm_cvtsi128_si32(_mm256_cvtepi64_epi8(g));
+      std::memcpy(q, &v, 4);
+    } else if constexpr (B == 2) {
+      _mm_storel_epi64(reinterpret_cast<__m128i *>(q), _mm256_cvtepi64_epi16(g));
+    } else if constexpr (B == 4) {
+      store128(q, _mm256_cvtepi64_epi32(g));
+    } else { // 8-byte stores, each overwriting the previous one's zero tail
+      const __m128i lo = _mm256_castsi256_si128(g), hi = _mm256_extracti128_si256(g, 1);
+      _mm_storel_epi64(reinterpret_cast<__m128i *>(q), lo);
+      _mm_storeh_pd(reinterpret_cast<double *>(q + B), _mm_castsi128_pd(lo));
+      _mm_storel_epi64(reinterpret_cast<__m128i *>(q + 2 * B), hi);
+      _mm_storeh_pd(reinterpret_cast<double *>(q + 3 * B), _mm_castsi128_pd(hi));
+    }
+  }
+
   // w: 32 indices (each < 2^B) in 16-bit lanes -> 4*B bytes at q (writes enc_extent(B) bytes).
   inline void operator()(__m512i w, uint8_t *q) const {
     if constexpr (B == 8) {
@@ -146,23 +161,9 @@ template <int B> struct WordEncoder {
       // the group of lane j (8B <= 56 bits) is now its low 64 bits
       if constexpr (B == 3) { // 24-bit groups: dwords 0, 4, 8, 12 -> 12 contiguous bytes
         const __m512i y = _mm512_permutexvar_epi32(sel3, x);
-        store128(q, _mm_shuffle_epi8(_mm512_castsi512_si128(y), _mm512_castsi512_si128(pack3)));
-        return;
-      }
-      const __m256i g = lo256(_mm512_permutexvar_epi64(sel, x)); // groups in qwords 0..3
-      if constexpr (B == 1) {
-        const int v = _mm_cvtsi128_si32(_mm256_cvtepi64_epi8(g));
-        std::memcpy(q, &v, 4);
-      } else if constexpr (B == 2) {
-        _mm_storel_epi64(reinterpret_cast<__m128i *>(q), _mm256_cvtepi64_epi16(g));
-      } else if constexpr (B == 4) {
-        store128(q, _mm256_cvtepi64_epi32(g));
-      } else { // 8-byte stores, each overwriting the previous one's zero tail
-        const __m128i lo = _mm256_castsi256_si128(g), hi = _mm256_extracti128_si256(g, 1);
-        _mm_storel_epi64(reinterpret_cast<__m128i *>(q), lo);
-        _mm_storeh_pd(reinterpret_cast<double *>(q + B), _mm_castsi128_pd(lo));
-        _mm_storel_epi64(reinterpret_cast<__m128i *>(q + 2 * B), hi);
-        _mm_storeh_pd(reinterpret_cast<double *>(q + 3 * B), _mm_castsi128_pd(hi));
+        store128(q, _mm_shuffle_epi8(_mm512_castsi512_si128(y), pack3));
+      } else {
+        store_groups(lo256(_mm512_permutexvar_epi64(sel, x)), q); // groups in qwords 0..3
       }
     } else { // 9..15 bits: the same tree with explicit masks, the group filling its 128-bit lane
       // (a & c) | b = 0xEC
