@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "threads.h"
 #include "binning.h"
 #include "pack.h"
 #include "entropy.h"
@@ -26,6 +27,7 @@ static T* P(ptr_t p) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "wsq CPU kernels (C++17 + OpenMP, runtime-dispatched AVX2/AVX-512)";
+  wsq::install_fork_handler();
 #ifdef WSQ_VERSION
   m.attr("__version__") = WSQ_VERSION;
 #endif
