@@ -1,0 +1,135 @@
+"""The loop machinery of :func:`wsq.search`: the evaluation cache and journal, pymoo glue, sweeps.
+
+Kept apart from wsq.search so that module holds the public entry point and its argument handling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from wsq._search_ckpt import Checkpoint
+from wsq._search_eval import Record, Space, finite_or_worst
+
+
+def _generation_seed(seed: int, generation: int) -> int:
+    return int(np.random.SeedSequence([seed, generation]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _sweep_ks(k_min: int, k_max: int, budget: int, spacing: str) -> list[int]:
+    """`budget` distinct k in [k_min, k_max] (all of them if fewer), evenly spaced on a geometric
+    or linear scale; rounding collisions on the geometric scale are made up by denser spacing."""
+    span = k_max - k_min + 1
+    if budget >= span:
+        return list(range(k_min, k_max + 1))
+    if spacing == "linear":
+        return sorted({int(round(v)) for v in np.linspace(k_min, k_max, budget)})
+    n = budget
+    while True:
+        ks = sorted({int(round(v)) for v in np.geomspace(k_min, k_max, n)})
+        if len(ks) >= budget or n > 64 * span:
+            break
+        n += budget - len(ks)
+    if len(ks) > budget:  # keep the ends, thin evenly in between
+        pick = np.unique(np.round(np.linspace(0, len(ks) - 1, budget)).astype(int))
+        ks = [ks[i] for i in pick]
+    return ks
+
+
+class _Driver:
+    """The evaluation cache, its journal, the runner and the progress bar of one search."""
+
+    def __init__(self, runner, ckpt: Checkpoint | None, baseline: float) -> None:
+        self.runner = runner
+        self.ckpt = ckpt
+        self.baseline = baseline
+        self.cache: dict[tuple[int, ...], Record] = {}
+        self.gen_of: dict[tuple[int, ...], int] = {}
+        self.pending: dict[tuple[int, ...], tuple[Record, int]] = {}  # journal, not yet re-asked
+        self.n_requested = 0
+
+    def evaluate(self, keys: Sequence[tuple[int, ...]], generation: int) -> None:
+        """Make sure every key is in the cache; new keys enter it in request order."""
+        self.n_requested += len(keys)
+        new: list[tuple[int, ...]] = []
+        seen = set()
+        for key in keys:
+            if key not in self.cache and key not in seen:
+                seen.add(key)
+                new.append(key)
+        todo = [key for key in new if key not in self.pending]
+        done: dict[int, Record] = {}
+
+        def on_result(i: int, rec: Record) -> None:
+            done[i] = rec
+            if self.ckpt is not None:
+                self.ckpt.append(todo[i], rec, generation)
+
+        if todo:
+            self.runner.run(todo, on_result)
+        fresh = {key: done[i] for i, key in enumerate(todo)}
+        for key in new:
+            if key in fresh:
+                self.cache[key], self.gen_of[key] = fresh[key], generation
+            else:
+                self.cache[key], self.gen_of[key] = self.pending.pop(key)
+
+    def objectives(self, key: tuple[int, ...]) -> tuple[float, float]:
+        rec = self.cache[key]
+        return finite_or_worst(rec.metric, self.baseline), rec.bits
+
+
+def _make_problem(space: Space, driver: _Driver):
+    from pymoo.core.problem import Problem
+
+    class _LookupProblem(Problem):
+        """Objectives come from the driver's cache, filled before pymoo asks."""
+
+        def __init__(self) -> None:
+            xl, xu = space.bounds()
+            super().__init__(
+                n_var=space.n_var, n_obj=2, xl=np.array(xl), xu=np.array(xu), vtype=int
+            )
+
+        def _evaluate(self, X, out, *args, **kwargs):
+            out["F"] = np.array([driver.objectives(space.key(x)) for x in X], dtype=np.float64)
+
+    return _LookupProblem()
+
+
+def _nsga2(pop_size: int, sampling):
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+
+    # The paper's operators; integers by rounding after real-valued SBX/PM.
+    return NSGA2(
+        pop_size=pop_size,
+        sampling=sampling,
+        crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=0.9, eta=20, vtype=float, repair=RoundingRepair()),
+        eliminate_duplicates=True,
+    )
+
+
+def _progress_text(driver: _Driver) -> dict:
+    """Postfix of the progress bar: front size and the best trade-off so far."""
+    pts = sorted(
+        (r.bits, finite_or_worst(r.metric, driver.baseline)) for r in driver.cache.values()
+    )
+    n_front, best_drop = 0, math.inf
+    for _, d in pts:
+        if d < best_drop:
+            n_front, best_drop = n_front + 1, d
+    lossless = [b for b, d in pts if d <= 0]
+    if lossless:
+        best = f"{lossless[0]:.3f} bits, drop<=0"
+    elif pts:
+        b, d = min(pts, key=lambda p: (p[1], p[0]))
+        best = f"{b:.3f} bits, drop {d:.4g}"
+    else:
+        best = "-"
+    return {"front": n_front, "evals": len(driver.cache), "best": best}

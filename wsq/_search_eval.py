@@ -1,0 +1,279 @@
+"""Candidate evaluation for :func:`wsq.search`: the decision space and the one-working-copy evaluator.
+
+A candidate is a tuple of integers (the rounded decision vector). Evaluating it costs one histogram
+pass over the flat float32 pool (counts and sums per raw bin), one fused fake-quant pass that writes
+``mean(bin(w))`` for every pooled weight straight into the working copy's parameters, and one call
+of the user's ``evaluate``. The model is never copied per candidate.
+
+The same :class:`CandidateEvaluator` runs in the main process (sequential search) and inside
+executor workers, where it is built once per worker (per thread) from a :class:`WorkerSpec` and
+cached under the search's token (see :func:`worker_evaluate`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from wsq import ops
+
+# Largest |drop| handed to pymoo: a non-finite metric becomes this (worst) drop, so that sorting and
+# crowding distances stay finite; the result still reports the metric as given (NaN/inf).
+DROP_CAP = 1e30
+
+# Names of the decision variables wsq.search understands, in canonical order.
+KNOWN_VARIABLES = ("k", "clip")
+
+
+@dataclass(frozen=True)
+class Space:
+    """The decision space: integer vectors -> binning settings (k, lo, hi).
+
+    ``k``: the number of equal-width bins, an integer in [k_min, k_max].
+    ``clip``: stored as an integer step s in [0, clip_steps]; clip = s / clip_steps in [0, 1]. The
+    binning range is shrunk around the pool's median m by the factor f = clip_floor ** clip:
+    ``lo = m - f (m - min)``, ``hi = m + f (max - m)`` (clip = 0: the full [min, max], exactly;
+    clip = 1: a range clip_floor times as wide). Weights outside [lo, hi] fall into the end bins.
+    A geometric factor because useful ranges span orders of magnitude (outlier-heavy pools keep
+    their bulk within a few percent of the full range).
+    """
+
+    variables: tuple[str, ...]
+    k_min: int
+    k_max: int
+    wmin: float
+    wmax: float
+    center: float
+    clip_floor: float
+    clip_steps: int = 100
+
+    @property
+    def n_var(self) -> int:
+        return len(self.variables)
+
+    def bounds(self) -> tuple[list[int], list[int]]:
+        """(lower, upper) integer bounds of each variable, in ``variables`` order."""
+        lo, hi = [], []
+        for v in self.variables:
+            if v == "k":
+                lo.append(self.k_min)
+                hi.append(self.k_max)
+            else:
+                lo.append(0)
+                hi.append(self.clip_steps)
+        return lo, hi
+
+    def key(self, x) -> tuple[int, ...]:
+        """The cache key of a (possibly float) decision vector: rounded and clamped integers."""
+        xl, xu = self.bounds()
+        return tuple(
+            min(u, max(lo_, int(round(float(v))))) for v, lo_, u in zip(x, xl, xu, strict=True)
+        )
+
+    def neutral(self, k: int) -> tuple[int, ...]:
+        """The vector with the given k and every other variable at its no-op value (clip 0)."""
+        return tuple(k if v == "k" else 0 for v in self.variables)
+
+    def decode(self, key: tuple[int, ...]) -> dict:
+        """{"k": int, "clip": float, "lo": float, "hi": float} for a cache key.
+
+        lo and hi are float32-representable, so wsq.compress(model, k, lo=lo, hi=hi) reproduces
+        the binning exactly.
+        """
+        d = dict(zip(self.variables, key, strict=True))
+        k = int(d["k"])
+        clip = d.get("clip", 0) / self.clip_steps
+        if clip == 0:
+            lo, hi = self.wmin, self.wmax
+        else:
+            f = self.clip_floor**clip
+            lo = self.center - f * (self.center - self.wmin)
+            hi = self.center + f * (self.wmax - self.center)
+        lo32 = float(torch.tensor(lo, dtype=torch.float32))
+        hi32 = float(torch.tensor(hi, dtype=torch.float32))
+        return {"k": k, "clip": clip, "lo": lo32, "hi": hi32}
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one evaluation produced.
+
+    metric: evaluate(working copy); bits: entropy-coded bits per pooled weight; n_bins: non-empty
+    bins; t_hist: seconds in the histogram pass, bin means and coded size; t_write: the fake-quant
+    write into the working copy; t_eval: the user's evaluate.
+    """
+
+    metric: float
+    bits: float
+    n_bins: int
+    t_hist: float = 0.0
+    t_write: float = 0.0
+    t_eval: float = 0.0
+
+
+def coded_bits(per_stream: torch.Tensor, coder: str) -> float:
+    """Coded size in bits of the index streams, one per pooled tensor, from their histograms.
+
+    ``per_stream``: int64 (n_streams, n): counts of each codebook entry (non-empty bins only, in
+    ascending order) in each pooled tensor. Each stream is coded on its own, as wsq.save writes it,
+    so the sum of wsq.entropy.size_bits over streams is the file's index-stream size.
+    ``coder="entropy"`` gives instead the empirical entropy bound of each stream.
+    """
+    from wsq import entropy
+
+    if coder == "entropy":
+        return float(sum(entropy.entropy_bits(c) for c in per_stream))
+    return float(sum(entropy.size_bits(c, coder) for c in per_stream))
+
+
+class CandidateEvaluator:
+    """Evaluates decision vectors on ONE working copy of the model, written in place.
+
+    ``work`` must be a private copy: its pooled parameters are overwritten on every call. The pool is
+    collected from it before the first write, so ``flat`` holds the original weights (float32).
+    """
+
+    def __init__(
+        self,
+        work: torch.nn.Module,
+        evaluate: Callable[[torch.nn.Module], float],
+        space: Space,
+        *,
+        coder: str,
+        pool_options: dict,
+    ) -> None:
+        from wsq.compress import collect_pool
+
+        self.work = work
+        self.evaluate = evaluate
+        self.space = space
+        self.coder = coder
+        self.pool = collect_pool(work, **pool_options)
+        self.n_weights = int(self.pool.n_weights)
+        self.flat = self.pool.flat().contiguous()  # (n_weights,) float32, the original weights
+        # (pool slice, destination, copy-back target or None) per pooled tensor. Tied names are one
+        # entry, so each storage is written once.
+        self._targets = []
+        for e, p in zip(self.pool.entries, self.pool.tensors(work), strict=True):
+            src = self.flat[e.offset : e.offset + e.numel]
+            d = p.data
+            if d.is_contiguous():
+                self._targets.append((src, d.view(-1), None))
+            else:
+                self._targets.append((src, torch.empty(e.numel, dtype=d.dtype, device=d.device), d))
+
+    def __call__(self, key: tuple[int, ...]) -> Record:
+        d = self.space.decode(key)
+        k = d["k"]
+        lo32, scale = ops.bin_scale(d["lo"], d["hi"], k)
+        t0 = time.perf_counter()
+        # One pass over the pool, split per tensor: the per-stream histograms give the file's coded
+        # size; their sum gives the bin means.
+        hist = [ops.histogram(src, k, lo32, scale)[:2] for src, _, _ in self._targets]
+        per_counts = torch.stack([c for c, _ in hist]).cpu()  # (n_streams, k) int64
+        counts = per_counts.sum(0)
+        sums = torch.stack([s for _, s in hist]).sum(0)
+        # Bin means; an empty bin's value is never read (no weight maps to it).
+        values = (sums / counts.clamp_min(1).to(sums.device, torch.float64)).to(torch.float32)
+        nonempty = counts > 0
+        bits = coded_bits(per_counts[:, nonempty], self.coder) / self.n_weights
+        t1 = time.perf_counter()
+        for src, dst, back in self._targets:
+            ops.fake_quant(src, k, lo32, scale, values, out=dst)
+            if back is not None:
+                back.copy_(dst.view(back.shape))
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            metric = float(self.evaluate(self.work))
+        t3 = time.perf_counter()
+        return Record(metric, bits, int(nonempty.sum()), t1 - t0, t2 - t1, t3 - t2)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to evaluate candidates; shipped once per worker.
+
+    threads: torch intra-op threads the worker sets when it builds its evaluator; None: 1 in
+    process workers, unchanged in thread workers (the setting is process-wide).
+    """
+
+    token: str
+    model: torch.nn.Module
+    evaluate: Callable[[torch.nn.Module], float]
+    space: Space
+    coder: str
+    pool_options: dict
+    threads: int | None = None
+
+    def build(self, *, private: bool) -> CandidateEvaluator:
+        """The worker's evaluator; ``private=True`` when self.model belongs to this worker alone
+        (a process worker that unpickled it), else it is deep-copied (threads share the spec)."""
+        threads = self.threads
+        if threads is None and private:
+            # Process workers default to one thread each: the pool parallelises across processes,
+            # and OpenMP's thread team does not survive fork (a forked child that enters a
+            # parallel region of the parent's runtime deadlocks; with one thread it never does).
+            threads = 1
+        if threads is not None:
+            torch.set_num_threads(threads)
+        work = self.model if private else copy.deepcopy(self.model)
+        return CandidateEvaluator(
+            work, self.evaluate, self.space, coder=self.coder, pool_options=self.pool_options
+        )
+
+
+def dumps_spec(spec: WorkerSpec) -> bytes:
+    """Serialise a spec once for inter-process shipping (cloudpickle when installed, so closures
+    and lambdas work as evaluate; this never touches a file)."""
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - cloudpickle comes with dask
+        return pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+NEED_SPEC = "wsq-need-spec"
+_LOCAL = threading.local()
+
+
+def worker_evaluate(token: str, key: tuple[int, ...], payload=None):
+    """Executor task: evaluate one candidate with this worker's cached evaluator.
+
+    ``payload`` (a WorkerSpec, or its bytes) is sent only to workers that may lack the evaluator;
+    without one and without a cached evaluator for `token`, returns NEED_SPEC and the driver resends
+    with the payload. Returns (Record, loaded) with loaded=True when this call built the evaluator.
+    One evaluator per thread: threads must not share a working copy. Only the latest token is kept,
+    so a long-lived worker pool holds one model copy at most.
+    """
+    slot = getattr(_LOCAL, "slot", None)
+    loaded = False
+    if slot is None or slot[0] != token:
+        if payload is None:
+            return NEED_SPEC
+        _LOCAL.slot = None  # drop the previous search's copy before building the next
+        if isinstance(payload, bytes):
+            spec = pickle.loads(payload)
+            ev = spec.build(private=True)
+        else:
+            ev = payload.build(private=False)
+        slot = (token, ev)
+        _LOCAL.slot = slot
+        loaded = True
+    return slot[1](key), loaded
+
+
+def finite_or_worst(metric: float, baseline: float) -> float:
+    """The drop objective handed to pymoo: baseline - metric, capped; NaN metric -> worst."""
+    if math.isnan(metric):
+        return DROP_CAP
+    return max(-DROP_CAP, min(DROP_CAP, baseline - metric))
