@@ -130,7 +130,9 @@ struct Planes {
   WSQ_T void operator()(const uint8_t* g, __m512* o) const {
     const __m512i* t = &tab[0][0];
     const __m512i v = _mm512_loadu_si512(g);
-    const __m512i idx = _mm512_multishift_epi64_epi8(shift, _mm512_permutexvar_epi8(spread, v));
+    const __m512i spread_v = _mm512_permutexvar_epi8(spread, v);
+    // b = 8: every index is a whole byte, so the spread already is the index vector
+    const __m512i idx = P == 4 ? spread_v : _mm512_multishift_epi64_epi8(shift, spread_v);
     const __mmask64 hi = P == 4 ? _mm512_movepi8_mask(idx) : 0;
     const __m512i b0 = plane(t, idx, hi), b1 = plane(t + P, idx, hi);
     const __m512i b2 = plane(t + 2 * P, idx, hi), b3 = plane(t + 3 * P, idx, hi);
