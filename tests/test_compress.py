@@ -12,6 +12,7 @@ import torch.nn as nn
 import wsq
 from wsq import reference
 from wsq.compress import collect_pool
+from wsq.reference import fake_quant_model as reference_fake_quant
 
 
 class Net(nn.Module):
@@ -34,19 +35,6 @@ def trained_net() -> Net:
         for _ in range(3):
             m(torch.randn(4, 3, 9, 9))  # non-trivial running stats and num_batches_tracked
     return m.eval()
-
-
-def reference_fake_quant(model: nn.Module, k: int, **pool_kw) -> nn.Module:
-    """The model with each pooled weight replaced by its bin mean, by the plain-PyTorch oracle."""
-    pool = collect_pool(model, **pool_kw)
-    flat = pool.flat()
-    idx, cb, _ = reference.uniform_bins(flat, k)
-    deq = cb[idx.long()]
-    ref = copy.deepcopy(model)
-    with torch.no_grad():
-        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
-            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
-    return ref
 
 
 def state_equal(a: dict, b: dict) -> bool:

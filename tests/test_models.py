@@ -11,22 +11,10 @@ import torch
 import torch.nn as nn
 
 import wsq
-from wsq import reference
-from wsq.compress import collect_pool
+from wsq._minilm import SENTENCES as MINILM_SENTENCES
+from wsq.reference import fake_quant_model as reference_fake_quant
 
 K = 64
-
-
-def reference_fake_quant(model: nn.Module, k: int, **pool_kw) -> nn.Module:
-    """The model with each pooled weight replaced by its bin mean, by the plain-PyTorch oracle."""
-    pool = collect_pool(model, **pool_kw)
-    idx, cb, _ = reference.uniform_bins(pool.flat(), k)
-    deq = cb[idx.long()]
-    ref = copy.deepcopy(model)
-    with torch.no_grad():
-        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
-            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
-    return ref
 
 
 def flatten(out) -> list[torch.Tensor]:
@@ -272,28 +260,7 @@ def test_integer_parameter_skipped_and_reported(tmp_path):
 
 # ----------------------------------------------------------------------------- real model
 
-SENTENCES = [
-    "The cat sat quietly on the warm windowsill.",
-    "Stock markets fell sharply after the interest rate announcement.",
-    "She plays the violin in the city orchestra every weekend.",
-    "How do I reset my password if I forgot my email?",
-    "The new vaccine showed strong results in clinical trials.",
-    "Heavy rain is expected across the northern region tomorrow.",
-    "Python is a popular language for data science.",
-    "The restaurant serves the best ramen I have ever tasted.",
-    "Astronomers discovered a planet orbiting a distant star.",
-    "Please remember to water the plants while I am away.",
-    "The football match ended in a dramatic penalty shootout.",
-    "Electric cars are becoming cheaper every year.",
-    "He apologized for arriving late to the meeting.",
-    "The museum exhibition features paintings from the Renaissance.",
-    "Regular exercise improves both mood and sleep quality.",
-    "The train to Paris departs from platform nine.",
-    "Our team fixed the bug that crashed the server at midnight.",
-    "Bees are essential pollinators for many crops.",
-    "The novel explores themes of memory and loss.",
-    "A strong cup of coffee helps me start the morning.",
-]
+SENTENCES = MINILM_SENTENCES[:20]  # the first 20 of the minilm spec's sentences
 
 
 def test_minilm_k1024_cosine_and_roundtrip(tmp_path):

