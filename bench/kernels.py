@@ -17,8 +17,12 @@ from wsq._microbench import COLUMNS, bench_binning, bench_matmul, bench_remap, v
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=50_000_000, help="weights for the binning/fake-quant/remap rows")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n", type=int, default=50_000_000, help="weights for the binning/fake-quant/remap rows"
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not figures)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = ap.parse_args(argv)

@@ -230,7 +230,18 @@ def print_table(rows: list[dict], columns: list[str], file=None) -> None:
         print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns), file=file)
 
 
-COLUMNS = ["kernel", "n", "ms", "GB/s", "x copy", "x copy_", "torch ms", "vs torch fp32", "W GB/s", "vs wsq"]
+COLUMNS = [
+    "kernel",
+    "n",
+    "ms",
+    "GB/s",
+    "x copy",
+    "x copy_",
+    "torch ms",
+    "vs torch fp32",
+    "W GB/s",
+    "vs wsq",
+]
 
 
 def run(

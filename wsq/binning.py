@@ -92,7 +92,9 @@ def uniform_bins(
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         w = w.float()  # float64 pools are binned in float32, the codebook's precision
     wmin, wmax = ops.minmax(w, name="w")
-    lo32, scale = bin_scale(wmin if lo_arg is None else lo_arg, wmax if hi_arg is None else hi_arg, k)
+    lo32, scale = bin_scale(
+        wmin if lo_arg is None else lo_arg, wmax if hi_arg is None else hi_arg, k
+    )
     hi32 = float(torch.tensor(wmax if hi_arg is None else hi_arg, dtype=torch.float32))
     counts, sums, raw = ops.histogram(w, k, lo32, scale, indices=True)
     nonempty = counts > 0

@@ -63,7 +63,9 @@ def _tensor(name: str, t, dtypes=None) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if dtypes is not None and t.dtype not in dtypes:
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+        raise TypeError(
+            f"{name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}"
+        )
     if t.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{name} is on device {t.device}; wsq kernels run on cpu and cuda")
     return t
@@ -109,7 +111,9 @@ def _packed(name: str, packed, n: int, bits: int) -> torch.Tensor:
     _tensor(name, packed, (torch.uint8,))
     need = packed_bytes(n, bits)
     if packed.numel() != need:
-        raise ValueError(f"{name} holds {packed.numel()} bytes; {n} indices at {bits} bits need {need}")
+        raise ValueError(
+            f"{name} holds {packed.numel()} bytes; {n} indices at {bits} bits need {need}"
+        )
     return _flat(name, packed)
 
 
@@ -298,7 +302,9 @@ def _(packed, n, bits, out_dtype):
     return packed.new_empty(n, dtype=out_dtype)
 
 
-def unpack(packed: torch.Tensor, n: int, bits: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+def unpack(
+    packed: torch.Tensor, n: int, bits: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The n indices held in `packed` (default dtype: the smallest that holds 2**bits - 1)."""
     _bits(bits)
     _count("n", n)
@@ -347,10 +353,14 @@ def remap_packed(
     if table.numel() == 0:
         raise ValueError("table is empty")
     if table.numel() > (1 << bits_in):
-        raise ValueError(f"table has {table.numel()} entries; {bits_in}-bit indices need at most {1 << bits_in}")
+        raise ValueError(
+            f"table has {table.numel()} entries; {bits_in}-bit indices need at most {1 << bits_in}"
+        )
     tmin, tmax = int(table.min()), int(table.max())
     if tmin < 0 or tmax >= (1 << bits_out):
-        raise ValueError(f"table values must be in 0..{(1 << bits_out) - 1} for bits_out={bits_out}, got {tmin}..{tmax}")
+        raise ValueError(
+            f"table values must be in 0..{(1 << bits_out) - 1} for bits_out={bits_out}, got {tmin}..{tmax}"
+        )
     _same_device(packed=packed, table=table)
     return _remap_packed_op(packed, n, bits_in, table.contiguous(), bits_out)
 
@@ -373,7 +383,9 @@ def lut_table(codebook: torch.Tensor, bits: int) -> torch.Tensor:
 def _table(table: torch.Tensor, bits: int) -> torch.Tensor:
     _tensor("table", table, (torch.float32,))
     if table.numel() != (1 << bits):
-        raise ValueError(f"table must have 2**bits = {1 << bits} entries (see lut_table), got {table.numel()}")
+        raise ValueError(
+            f"table must have 2**bits = {1 << bits} entries (see lut_table), got {table.numel()}"
+        )
     return table.contiguous()
 
 
@@ -383,7 +395,13 @@ def _dequant_op(
 ) -> torch.Tensor:
     out = torch.empty(n, dtype=out_dtype)
     _cpu().dequant(
-        packed.data_ptr(), packed.numel(), n, bits, table.data_ptr(), out.data_ptr(), _CODES[out_dtype]
+        packed.data_ptr(),
+        packed.numel(),
+        n,
+        bits,
+        table.data_ptr(),
+        out.data_ptr(),
+        _CODES[out_dtype],
     )
     return out
 
@@ -454,7 +472,9 @@ def lut_matmul(
     if bias is not None:
         _tensor("bias", bias, _FLOATS)
         if bias.numel() != out_features:
-            raise ValueError(f"bias has {bias.numel()} elements, expected out_features={out_features}")
+            raise ValueError(
+                f"bias has {bias.numel()} elements, expected out_features={out_features}"
+            )
         bias = bias.reshape(-1).float().contiguous()
     _same_device(x=x, packed=packed, table=table, bias=bias)
     lead = x.shape[:-1]
@@ -509,7 +529,10 @@ def gather_rows(
     if dtype not in _FLOATS:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     _same_device(packed=packed, rows=rows, table=table)
-    out = _gather_rows_op(packed, _flat("rows", rows.to(torch.int64)), num_rows, row_len, bits, table, dtype)
+    out = _gather_rows_op(
+        packed, _flat("rows", rows.to(torch.int64)), num_rows, row_len, bits, table, dtype
+    )
     return out.reshape(*rows.shape, row_len)
+
 
 from wsq import _ops_cuda  # noqa: E402,F401  (registers the CUDA kernels)
