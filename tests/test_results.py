@@ -1,0 +1,209 @@
+"""bench/results.py (issue 6): its building blocks, and a reduced end-to-end run so it cannot rot."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import wsq
+from wsq import _rd
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
+
+import _results_peers as peers  # noqa: E402
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Linear(64, 48)
+        self.b = nn.Linear(48, 8)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.randn(48, 64, generator=g) * 0.1)
+            self.b.weight.copy_(torch.randn(8, 48, generator=g) * 0.5)
+            self.b.weight[0, 0] = 3.0  # an outlier
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+# ----------------------------------------------------------------------------- 1-D k-means
+
+
+def test_kmeans1d_is_a_lloyd_fixed_point_and_finds_separated_clusters():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(m, 0.01, 500) for m in (-1.0, 0.0, 2.0)])
+    c, sse = peers.kmeans1d(x, 3)
+    np.testing.assert_allclose(c, [-1.0, 0.0, 2.0], atol=0.005)
+    y = rng.standard_t(3, 20000)
+    c, sse = peers.kmeans1d(y, 16)
+    assert np.all(np.diff(c) > 0)
+    idx = peers.nearest(torch.from_numpy(y.astype(np.float32)), c).numpy()
+    # every center is the mean of its cell (Lloyd fixed point), and the SSE is the partition's
+    for j in range(len(c)):
+        assert abs(y[idx == j].mean() - c[j]) < 1e-4 * max(1.0, abs(c[j]))
+    assert math.isclose(sse, float(((y - c[idx]) ** 2).sum()), rel_tol=1e-4)
+    # no worse than a few percent of scikit-learn's k-means++ on the same data
+    cs, _, _ = peers.sklearn_kmeans(y, 16, sample=None)
+    sse_sk = float(((y - cs[peers.nearest(torch.from_numpy(y.astype(np.float32)), cs)]) ** 2).sum())
+    assert sse <= 1.05 * sse_sk
+    # fewer distinct values than k
+    c, sse = peers.kmeans1d(np.array([1.0, 1.0, 2.0]), 8)
+    np.testing.assert_array_equal(c, [1.0, 2.0])
+    assert sse == 0.0
+
+
+def test_int_rtn_is_symmetric_per_row():
+    w = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.1]])
+    q, s, d = peers.int_rtn(w, 4)
+    assert q.min() >= 0 and q.max() <= 14
+    np.testing.assert_allclose(s[[0, 2]].numpy(), [1 / 7, 2 / 7], rtol=1e-6)
+    assert torch.equal(d[1], torch.zeros(3))
+    assert torch.allclose(d[0, 0], torch.tensor(1.0)) and torch.allclose(
+        d[2, 0], torch.tensor(-2.0)
+    )
+    assert (d - w).abs().max() <= s.max() / 2 + 1e-6
+
+
+def test_peer_files_are_real_and_count_every_table(tmp_path):
+    from wsq.compress import collect_pool
+
+    m = _Net()
+    pool = collect_pool(m)
+    flat = pool.flat()
+    codes, tables, ns = [], [], []
+    for e in pool.entries:
+        w = flat[e.offset : e.offset + e.numel]
+        c, _ = peers.kmeans1d(w.numpy(), 4)
+        codes.append(peers.nearest(w, c).to(torch.int64))
+        tables.append(torch.as_tensor(c, dtype=torch.float32))
+        ns.append(len(c))
+    size, bits = peers.per_layer_file(m, pool, codes, tables, ns, "t", str(tmp_path))
+    rest = sum(t.numel() * t.element_size() for n, t in m.state_dict().items() if "bias" in n)
+    assert size > bits / 8 + rest + 4 * sum(ns)  # streams + tables + rest + header
+    assert not os.listdir(tmp_path)  # temporary files removed
+    c = peers.global_codebook_compressed(m, pool, flat, np.array([-0.2, 0.0, 0.2, 3.0]))
+    assert c.codebook.numel() == 4
+    assert float(c.dequantized_state_dict()["b.weight"][0, 0]) == 3.0
+    assert peers.original_bytes(m) == sum(t.numel() * 4 for t in m.state_dict().values())
+
+
+# ----------------------------------------------------------------------------- wsq._rd
+
+
+def test_grid_quantizer_matches_rounding_and_saves(tmp_path):
+    m = _Net()
+    gq = _rd.GridQuantizer(m)
+    delta0 = 0.01
+    r = gq.quantize(_rd.GridPlan(delta0, (1, 1)))
+    assert torch.all(r.codebook[1:] > r.codebook[:-1])
+    for i, e in enumerate(gq.entries):
+        w = gq.flat[e.offset : e.offset + e.numel]
+        assert torch.equal(r.points[i], torch.round(w / delta0).to(torch.int64))
+    work = copy.deepcopy(m)
+    gq.write(r, work)
+    # each weight is replaced by the mean of its grid cell (the cell is one step wide)
+    for (n, p), (_, q) in zip(work.named_parameters(), m.named_parameters(), strict=True):
+        if p.dim() == 2:
+            assert (p - q).abs().max() < delta0, n
+    c = gq.compress(r)
+    wsq.save(c, tmp_path / "m.wsq")
+    loaded = wsq.load(tmp_path / "m.wsq", copy.deepcopy(m))
+    dense = loaded.dequantized_state_dict()
+    for n, p in work.state_dict().items():
+        assert torch.equal(dense[n], p), n
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), work(x))
+    assert os.path.getsize(tmp_path / "m.wsq") == c.stats()["file_bytes"]
+    # a coarser step on one tensor: fewer coded bits, that tensor's error grows, the other's not
+    r2 = gq.quantize(_rd.GridPlan(delta0, (8, 1)))
+    assert r2.bits < r.bits
+    assert torch.equal(r2.points[1], r.points[1])
+    assert torch.all(r2.points[0] % 8 == 0)
+    # rate-aware assignment spends fewer bits for a bounded extra error
+    r3 = gq.quantize(_rd.GridPlan(delta0, (8, 1), rd=1.0))
+    assert r3.bits < r2.bits
+    work3 = copy.deepcopy(m)
+    gq.write(r3, work3)
+    assert (work3.a.weight - m.a.weight).abs().max() <= 8 * delta0 + 1e-6
+    with pytest.raises(ValueError, match="steps for"):
+        gq.quantize(_rd.GridPlan(delta0, (1,)))
+    with pytest.raises(ValueError, match="too fine"):
+        gq.quantize(_rd.GridPlan(1e-9, (1, 1)))
+
+
+def test_probe_allocate_and_tune():
+    m = _Net()
+    gq = _rd.GridQuantizer(m)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
+    ev = wsq.metrics.cosine(m, x)
+    s = _rd.probe_sensitivity(gq, ev, ev(m))
+    assert s.shape == (2,) and np.all(s > 0)
+    steps = _rd.allocate(gq.numel, s, 1.0)
+    # step_t ~ sqrt(n_t / s_t): the tensor with higher sensitivity per weight gets the finer step
+    per_w = s / gq.numel
+    assert (steps[0] < steps[1]) == (per_w[0] > per_w[1])
+    plan = _rd.plan_for(steps, resolution=4)
+    assert min(plan.mult) == 4
+    # bracketing + bisection on a monotone toy metric
+    scale, payload, trace = _rd.tune_scale(lambda c: (1.0 - c, c), 0.7, 0.01, iters=12)
+    assert 0.25 < scale <= 0.3 and payload == scale
+    scale, payload, trace = _rd.tune_scale(lambda c: (1.0 - c, c), 0.7, 5.0, iters=12)
+    assert 0.25 < scale <= 0.3
+    assert _rd.tune_scale(lambda c: (-1.0, c), 0.7, 1.0, iters=4)[0] is None
+
+
+def test_tuned_compress_meets_the_tolerance():
+    m = _Net()
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    ev = wsq.metrics.cosine(m, x)
+    c, info = _rd.tuned_compress(m, ev, tolerance=0.01, iters=8)
+    assert info["metric"] >= 1.0 - 0.01 - 1e-9 and info["evaluations"] == 1 + 2 + len(info["trace"])
+    assert abs(ev(c.model) - info["metric"]) < 1e-4  # the packed model computes what was tuned
+    # coarser than a uniform grid at the finest tensor's step, for the same model
+    assert c.stats()["bits_entropy"] < wsq.compress(m, 1024).stats()["bits_entropy"]
+    assert torch.equal(m.a.weight, _Net().a.weight)  # the input model is not modified
+    with pytest.raises(ValueError, match="tolerance"):
+        _rd.tuned_compress(m, ev, tolerance=-1.0)
+    with pytest.raises(ValueError, match="no step scale"):
+        _rd.tuned_compress(m, ev, tolerance=0.0, baseline=2.0, iters=3)
+
+
+# ----------------------------------------------------------------------------- the script
+
+
+def test_results_script_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import results
+
+    out = results.main(["--model", "digits", "--quick", "--out", str(tmp_path)])
+    for f in ("digits.json", "digits.md", "digits_front.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    data = json.loads((tmp_path / "digits.json").read_text())
+    rows = {r["method"]: r for r in data["paper"]["rows"]}
+    assert list(rows) == ["Baseline", "Random UB", "MO-UB", "+ Merge", "+ Huffman", "+ ANS"]
+    assert rows["Random UB"]["k"] == 1024 and rows["Random UB"]["bits"] == 10
+    # entropy coding makes the same merged models' files smaller than their packed form
+    assert rows["+ ANS"]["cr"][1] > rows["+ Merge"]["cr"][1]
+    assert out["paper"]["headline_paper"]["check"]["saved_bytes"] > 0
+    methods = {p["method"] for p in data["peers"]}
+    assert {"int8 per-channel RTN", "int4 per-channel RTN", "sklearn KMeans, global"} <= methods
+    for p in data["peers"]:
+        assert p["cr"] > 1 and 0 <= p["decide"] <= 1 and p["bits"] > 0
+    hv = data["paper"]["hypervolume"]
+    assert hv["evaluations"]["nsga2"] == hv["evaluations"]["sweep"]
+    assert len(data["targets"]) == 4  # CR, front vs k-means, two time ratios
+    md = (tmp_path / "digits.md").read_text()
+    assert "| + ANS |" in md and "QUICK" in md
