@@ -68,47 +68,38 @@ def _json_default(o):
     return str(o)
 
 
+def _best_times(fn, ks: list[int]) -> dict[str, dict[int, float]]:
+    """Best of 3 seconds of fn(k) per k, with torch's default threads and with one thread
+    (OpenMP start-up dominates small pools on busy cores)."""
+    out: dict[str, dict[int, float]] = {"default": {}, "1": {}}
+    threads = torch.get_num_threads()
+    for mode in ("default", "1"):
+        torch.set_num_threads(threads if mode == "default" else 1)
+        try:
+            for k in ks:
+                best = math.inf
+                for _ in range(3):
+                    t = time.perf_counter()
+                    fn(max(2, k))
+                    best = min(best, time.perf_counter() - t)
+                out[mode][k] = best
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
 def binning_times(model, ks: list[int]) -> dict[str, dict[int, float]]:
     """Seconds of wsq.uniform_bins on the pooled weights (the codebook and every index: what
-    KMeans.fit computes), best of 3, default threads and one thread."""
+    KMeans.fit computes)."""
     from wsq.compress import collect_pool
 
     flat = collect_pool(model).flat()
-    out: dict[str, dict[int, float]] = {"default": {}, "1": {}}
-    threads = torch.get_num_threads()
-    for mode in ("default", "1"):
-        torch.set_num_threads(threads if mode == "default" else 1)
-        try:
-            for k in ks:
-                best = math.inf
-                for _ in range(3):
-                    t = time.perf_counter()
-                    wsq.uniform_bins(flat, max(2, k))
-                    best = min(best, time.perf_counter() - t)
-                out[mode][k] = best
-        finally:
-            torch.set_num_threads(threads)
-    return out
+    return _best_times(lambda k: wsq.uniform_bins(flat, k), ks)
 
 
 def compress_times(model, ks: list[int]) -> dict[str, dict[int, float]]:
-    """Seconds of wsq.compress(model, k) (binning + packing + layer swap), best of 3, with torch's
-    default threads and with one thread (OpenMP start-up dominates small pools on busy cores)."""
-    out: dict[str, dict[int, float]] = {"default": {}, "1": {}}
-    threads = torch.get_num_threads()
-    for mode in ("default", "1"):
-        torch.set_num_threads(threads if mode == "default" else 1)
-        try:
-            for k in ks:
-                best = math.inf
-                for _ in range(3):
-                    t = time.perf_counter()
-                    wsq.compress(model, max(2, k))
-                    best = min(best, time.perf_counter() - t)
-                out[mode][k] = best
-        finally:
-            torch.set_num_threads(threads)
-    return out
+    """Seconds of wsq.compress(model, k) (binning + packing + layer swap)."""
+    return _best_times(lambda k: wsq.compress(model, k), ks)
 
 
 def targets(name: str, task, cfg: dict, paper: dict, sens: dict, peers: list, ctimes: dict):
