@@ -173,8 +173,11 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 kinds = sorted({r[\"bench\"] for r in d[\"rows\"]})
 print(len(d[\"rows\"]), \"rows:\", kinds)
-sys.exit(0 if d[\"rows\"] and \"lut_matmul\" in kinds and not d.get(\"validation_failures\") else 1)
-" "$1"' "$PY" "$OUT/gpu_kernels.json" "$BENCH_ARGS"
+need = {\"binning(hist+idx)\", \"copy\", \"lut_matmul\"} | ({\"lut_sweep\"} if \"none\" not in sys.argv[2] else set())
+missing = need - set(kinds)
+print(\"missing:\", sorted(missing)) if missing else None
+sys.exit(0 if not missing and not d.get(\"validation_failures\") else 1)
+" "$1" "$2"' "$PY" "$OUT/gpu_kernels.json" "$BENCH_ARGS"
 
 # --------------------------------------------------------------------------- 5. sanitizer
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
@@ -192,6 +195,7 @@ for dt in (torch.float32, torch.float16):
         lo32, s = ops.bin_scale(lo, hi, k)
         ops.histogram(w, k, lo32, s, indices=True)
         ops.histogram(w[1:], k, lo32, s, indices=True)  # misaligned: scalar path
+        ops.histogram(w, k, *ops.bin_scale(lo / 4, hi / 4, k))  # clamped outliers: integer slots
         ops.fake_quant(w, k, lo32, s, torch.randn(k, device=d))
     ops.relabel(torch.randint(0, 9, (77,), device=d), torch.arange(9, dtype=torch.int32, device=d), torch.uint8)
 for bits in (3, 8, 16):

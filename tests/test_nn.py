@@ -225,6 +225,18 @@ def test_one_table_shared_and_kept_across_moves():
     assert torch.equal(clone(x), c.model(x))
 
 
+def test_compressed_on_cpu_then_moved_to_the_device(device):
+    c = wsq.compress(make_model(), K)
+    moved = copy.deepcopy(c.model).to(device)
+    assert len({id(m.wsq_table) for m in moved if wsq.nn.is_quantized(m)}) == 1
+    assert moved[1].wsq_table.device.type == device.type
+    assert moved[1].weight_packed.device.type == device.type
+    x = torch.randint(0, 40, (3, 5))
+    torch.testing.assert_close(moved(x.to(device)).cpu(), c.model(x), rtol=1e-5, atol=1e-6)
+    back = moved.to("cpu")
+    assert torch.equal(back[1].weight_packed, c.model[1].weight_packed)
+
+
 def test_half_changes_compute_dtype_not_table(device):
     m = make_model(device)
     c = wsq.compress(m, K)
