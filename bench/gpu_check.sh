@@ -2,19 +2,29 @@
 # One-shot GPU check for a bare machine with a GPU and no internet (torch, nvcc, pybind11, cmake,
 # ninja, pytest present; pymoo not needed). From the repository root:
 #
-#   bash bench/gpu_check.sh            # logs and JSON under ${OUT:-bench/out}
+#   bash bench/gpu_check.sh            # logs, JUnit XML and JSON under ${OUT:-bench/out}
 #
-# Steps, each time-boxed with `timeout`, continuing past failures (total under 6 minutes):
+# No step can pass without running something: every pytest step goes through bench/pytest_gate.py
+# (pytest exit 0 AND a JUnit report AND a minimum number of passed tests; exit 5 "no tests ran"
+# fails), and WSQ_REQUIRE_CUDA=1 (exported here) turns "no CUDA device" into a failure carrying the
+# CUDA runtime's own error text (tests/conftest.py at collection, and the import step below).
+# Steps, each time-boxed with `timeout`, continuing past failures (total under ~9 minutes):
 #   1. environment: GPU name (nvidia-smi), driver, torch, nvcc
 #   2. build wsq._C and wsq._cuda in place for this GPU's architecture (CMake + Ninja, as
 #      .ci/dev_build.sh does, no pip and no network)
-#   3. pytest: tests/test_cuda.py, then the CUDA cases (-k cuda) of the CPU kernel tests (they run
-#      on CUDA too through the conftest `device` fixture) when present and free of pymoo
-#   4. compute-sanitizer memcheck and racecheck on a small run of every kernel, if installed
-#   5. bench/gpu_kernels.py: validate, then time; JSON to $OUT/gpu_kernels.json
-# Prints a summary and exits non-zero if any step failed.
+#   3. import: wsq must see a device, else the runtime's reason is printed and the step fails
+#   4. pytest tests/test_cuda.py tests/test_cuda_determinism.py (>= 90% of the collected cases must
+#      pass), then the CUDA cases of the device-parametrised tests (layers, compress, merge,
+#      save/load, search through conftest's `device` fixture): as many as their CPU cases, none skipped
+#   5. bench/gpu_kernels.py: validate, then time (binning vs device copy; GEMV/GEMM b=4 and b=8 vs
+#      torch fp16 at batch 1/16/64; the batch sweep 1..4096); the JSON must hold those rows
+#   6. compute-sanitizer memcheck and racecheck on a small run of every kernel, if installed (last:
+#      it gets the time left; too little fails the step, it is never skipped silently)
+# Prints the step counts, a short table, and exits non-zero if any step failed.
 # Knobs: WSQ_CHECK_SKIP_BUILD=1 (reuse the .so files in wsq/), WSQ_CUDA_ARCHS (default: this GPU's),
-# WSQ_CHECK_BENCH_ARGS (extra arguments for gpu_kernels.py, e.g. "--n 2e8").
+# WSQ_CHECK_BUDGET (seconds, default 510), WSQ_CHECK_BENCH_ARGS (replaces the benchmark arguments).
+# Without a GPU (`WSQ_CHECK_SKIP_BUILD=1 bash bench/gpu_check.sh` on a CPU machine) every GPU step
+# FAILS with its reason; tests/test_gpu_check.py checks exactly that.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,9 +34,10 @@ LOG=$OUT/gpu_check.log
 : >"$LOG"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
+export WSQ_REQUIRE_CUDA=1 # conftest: no CUDA device -> a collection error, never quiet skips
 PY=$(command -v python3 || command -v python)
 T0=$(date +%s)
-BUDGET=${WSQ_CHECK_BUDGET:-345}  # seconds for everything: each step gets min(its limit, what is left)
+BUDGET=${WSQ_CHECK_BUDGET:-510}  # seconds for everything: each step gets min(its limit, what is left)
 declare -a STEPS=()
 FAILED=0
 
@@ -62,22 +73,20 @@ step() {
 
 # ------------------------------------------------------------------------------ 1. environment
 log "wsq gpu_check: $(date -u +%FT%TZ) in $ROOT, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-GPU_OK=1
 if command -v nvidia-smi >/dev/null 2>&1; then
-  step "nvidia-smi" 20 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv ||
-    GPU_OK=0
+  step "nvidia-smi" 20 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
 else
   log "nvidia-smi: not found (no NVIDIA driver on this machine?)"
   STEPS+=("FAIL  nvidia-smi (not found)")
   FAILED=1
-  GPU_OK=0
 fi
 step "versions" 40 "$PY" -c "
 import sys, torch
 print('python', sys.version.split()[0], '| torch', torch.__version__, '| torch cuda', torch.version.cuda,
       '| device visible to torch:', torch.cuda.is_available())
-if torch.cuda.is_available():
-    print('torch sees', torch.cuda.get_device_name(0))
+if not torch.cuda.is_available():  # every CUDA test needs torch's CUDA tensors
+    sys.exit('torch sees no CUDA device' + ('' if torch.version.cuda else ' (a CPU-only torch build)'))
+print('torch sees', torch.cuda.get_device_name(0))
 "
 command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -2 | tee -a "$LOG"
 
@@ -114,27 +123,63 @@ import sys, wsq
 i = wsq.info()
 print({k: i[k] for k in ('version', 'cuda_built', 'cuda_available', 'cuda_devices', 'cpu_isa')})
 assert 'pymoo' not in sys.modules, 'import wsq pulled in pymoo'
-sys.exit(0 if i['cuda_available'] else 3)
-" || {
-  log "import: wsq sees no CUDA device (exit 3) or failed to import: GPU steps will fail"
-  GPU_OK=0
-}
+if not i['cuda_available']:
+    print('wsq sees no CUDA device:', i['cuda_error'])
+    sys.exit(3)
+" || log "import: wsq sees no CUDA device (exit 3) or failed to import: the GPU steps will fail"
 
 # -------------------------------------------------------------------------------- 3. tests
-step "pytest tests/test_cuda.py" 90 "$PY" -m pytest tests/test_cuda.py -q -rfEs -p no:cacheprovider \
-  -o addopts="" --junitxml="$OUT/pytest.xml"
-# The CPU kernel tests also run on CUDA through conftest's `device` fixture: only those cases here.
-KTESTS=()
-for f in tests/test_binning.py tests/test_pack.py tests/test_lut.py tests/test_ops.py tests/test_nn.py; do
-  [ -f "$f" ] && ! grep -q pymoo "$f" && KTESTS+=("$f")
-done
-if [ "$GPU_OK" = 1 ] && [ ${#KTESTS[@]} -gt 0 ]; then
-  # exit 5 = no CUDA case collected: nothing to run, not a failure
-  step "pytest -k cuda ${KTESTS[*]}" 60 bash -c '"$0" -m pytest "$@" -q -rfE -p no:cacheprovider \
-    -o addopts="" -k cuda; rc=$?; [ $rc -eq 5 ] && echo "no CUDA cases" && rc=0; exit $rc' "$PY" "${KTESTS[@]}"
-fi
+GATE=$ROOT/bench/pytest_gate.py
+# ptest NAME SECONDS MIN_PASSED MAX_SKIPPED PYTEST_ARGS...: pytest under step(), judged by the gate.
+ptest() {
+  local name=$1 secs=$2 min=$3 maxskip=$4
+  shift 4
+  local xml=$OUT/junit_${#STEPS[@]}.xml
+  rm -f "$xml"
+  step "$name" "$secs" bash -c 'py=$1 gate=$2 xml=$3 min=$4 maxskip=$5
+    shift 5
+    "$py" -m pytest -q -rfEs -p no:cacheprovider -o addopts="" --junitxml="$xml" "$@"
+    "$py" "$gate" "$xml" $? --min-passed "$min" --max-skipped "$maxskip"' \
+    _ "$PY" "$GATE" "$xml" "$min" "$maxskip" "$@"
+}
+# collected REGEX FILES...: how many collected test ids match (CPU-side collection, no device).
+collected() {
+  local re=$1
+  shift
+  timeout 90 env WSQ_REQUIRE_CUDA=0 "$PY" -m pytest --collect-only -q -p no:cacheprovider \
+    -o addopts="" "$@" 2>/dev/null | grep -cE "$re"
+}
+CUDA_FILES=(tests/test_cuda.py tests/test_cuda_determinism.py)
+n=$(collected '::' "${CUDA_FILES[@]}")
+min=$((n * 9 / 10 > 0 ? n * 9 / 10 : 1))
+log "collected $n cases in ${CUDA_FILES[*]}: >= $min must pass, <= $((n / 10)) may skip"
+ptest "pytest CUDA kernels" 120 "$min" $((n / 10)) "${CUDA_FILES[@]}"
+# The device-parametrised tests: their CUDA cases, as many as their CPU cases, none skipped.
+DEV_FILES=(tests/test_nn.py tests/test_compress.py tests/test_merge.py tests/test_io.py
+  tests/test_search.py)
+ncpu=$(collected '[[-]cpu[]-]' "${DEV_FILES[@]}")
+log "device-parametrised tests: $ncpu CPU cases, so >= $ncpu CUDA cases must pass, none skip"
+ptest "pytest device=cuda (layers compress merge io search)" 150 "$((ncpu > 0 ? ncpu : 1))" 0 \
+  "${DEV_FILES[@]}" -k cuda
 
-# --------------------------------------------------------------------------- 4. sanitizer
+# ------------------------------------------------------------------------------- 4. bench
+# shellcheck disable=SC2086
+BENCH_ARGS=${WSQ_CHECK_BENCH_ARGS:---n 2e8 --sizes 4096 --batches 1,16,64 --sweep 1..4096 --repeats 5}
+rm -f "$OUT/gpu_kernels.json"
+# shellcheck disable=SC2086
+step "bench/gpu_kernels.py" 150 bash -c '"$0" bench/gpu_kernels.py --json "$1" ${2} &&
+  "$0" -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+kinds = sorted({r[\"bench\"] for r in d[\"rows\"]})
+print(len(d[\"rows\"]), \"rows:\", kinds)
+need = {\"binning(hist+idx)\", \"copy\", \"lut_matmul\"} | ({\"lut_sweep\"} if \"none\" not in sys.argv[2] else set())
+missing = need - set(kinds)
+print(\"missing:\", sorted(missing)) if missing else None
+sys.exit(0 if not missing and not d.get(\"validation_failures\") else 1)
+" "$1" "$2"' "$PY" "$OUT/gpu_kernels.json" "$BENCH_ARGS"
+
+# --------------------------------------------------------------------------- 5. sanitizer
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 SMOKE=$(mktemp /tmp/wsq_smoke_XXXX.py)
 cat >"$SMOKE" <<'EOF'
@@ -150,6 +195,7 @@ for dt in (torch.float32, torch.float16):
         lo32, s = ops.bin_scale(lo, hi, k)
         ops.histogram(w, k, lo32, s, indices=True)
         ops.histogram(w[1:], k, lo32, s, indices=True)  # misaligned: scalar path
+        ops.histogram(w, k, *ops.bin_scale(lo / 4, hi / 4, k))  # clamped outliers: integer slots
         ops.fake_quant(w, k, lo32, s, torch.randn(k, device=d))
     ops.relabel(torch.randint(0, 9, (77,), device=d), torch.arange(9, dtype=torch.int32, device=d), torch.uint8)
 for bits in (3, 8, 16):
@@ -170,28 +216,47 @@ ops.lut_matmul(torch.randn(24, 512, device=d), p, 130, 4, ops.lut_table(torch.ra
 torch.cuda.synchronize()
 print("smoke ok")
 EOF
-if [ "$GPU_OK" = 1 ] && [ -n "$SAN" ]; then
-  export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # one allocation per tensor: exact bounds for memcheck
-  step "compute-sanitizer memcheck" 40 "$SAN" --tool memcheck --error-exitcode 9 "$PY" "$SMOKE"
-  step "compute-sanitizer racecheck" 40 "$SAN" --tool racecheck --error-exitcode 9 "$PY" "$SMOKE"
+# sanitize TOOL: the smoke run under compute-sanitizer; passes only if it printed "smoke ok" and
+# the sanitizer reported 0 errors.
+sanitize() {
+  "$SAN" --tool "$1" --error-exitcode 9 "$PY" "$SMOKE" 2>&1 | tee "$OUT/sanitizer_$1.log"
+  local rc=${PIPESTATUS[0]}
+  grep -q "smoke ok" "$OUT/sanitizer_$1.log" || { echo "the smoke run did not finish"; rc=1; }
+  grep -q "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$1.log" || { echo "no clean summary"; rc=1; }
+  return "$rc"
+}
+export -f sanitize
+export SAN SMOKE
+if [ -n "$SAN" ]; then
+  export PYTORCH_NO_CUDA_MEMORY_CACHING=1 # one allocation per tensor: exact bounds for memcheck
+  step "compute-sanitizer memcheck" 90 bash -c 'sanitize memcheck'
+  step "compute-sanitizer racecheck" 90 bash -c 'sanitize racecheck'
   unset PYTORCH_NO_CUDA_MEMORY_CACHING
-elif [ -z "$SAN" ]; then
-  log "compute-sanitizer: not installed, skipped"
 else
-  log "compute-sanitizer: skipped (no GPU)"
+  log "compute-sanitizer: not installed"
+  STEPS+=("FAIL  compute-sanitizer (not installed)")
+  FAILED=1
 fi
 rm -f "$SMOKE"
-
-# ------------------------------------------------------------------------------- 5. bench
-# shellcheck disable=SC2086
-step "bench/gpu_kernels.py" 110 "$PY" bench/gpu_kernels.py --json "$OUT/gpu_kernels.json" \
-  ${WSQ_CHECK_BENCH_ARGS:-}
 
 # ------------------------------------------------------------------------------- summary
 {
   echo ""
   echo "=== gpu_check summary ($(($(date +%s) - T0))s; log $LOG)"
+  grep -hE '^(collected=|gate: )' "$LOG" | sed 's/^/  /'
   for s in "${STEPS[@]}"; do echo "  $s"; done
+  if [ -s "$OUT/gpu_kernels.json" ]; then
+    "$PY" -c "
+import json, sys
+for r in json.load(open(sys.argv[1]))['rows']:
+    if r['bench'] in ('lut_matmul', 'lut_sweep'):
+        print(f\"  {r['bench']:<10} {r.get('size', r.get('n'))} b={r['bits']} batch={r['batch']:<5} \"
+              f\"{r['precision']:<7} wsq {r['kernel_us']:9.1f}us  torch fp16 {r['torch_fp16_us']:9.1f}us  \"
+              f\"x{r['speedup_kernel']:.2f}\")
+    elif 'vs_copy' in r:
+        print(f\"  {r['bench']:<10} {r.get('dtype', '')} k={r.get('k', '')} {r['ms']:.3f}ms  x{r['vs_copy']:.2f} of copy\")
+" "$OUT/gpu_kernels.json"
+  fi
   [ "$FAILED" = 0 ] && echo "  result: all steps passed" || echo "  result: FAILED"
 } | tee -a "$LOG" | tee "$OUT/summary.txt"
 exit "$FAILED"

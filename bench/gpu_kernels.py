@@ -7,12 +7,16 @@ mismatch), then times with CUDA events (median of repeats):
   device-to-device copy of the same tensor (ratio of bytes per second);
 * fake-quant (in place) vs copy; merge-remap on packed indices vs copy of the packed bytes;
 * LUT GEMV/GEMM vs torch F.linear in fp16 at 4096^2 and 8192^2, batch 1/8/16/64, b = 4 and 8.
+* a batch sweep 1, 2, 4, ..., 4096 at an MLP shape (11008 x 4096 weights, b = 4), kernel vs torch
+  fp16 with the kernel's workspace in bytes: split-K partials are capped per launch
+  (csrc/cuda/lut_matmul.cu), so the workspace must stay flat while the batch grows.
   Both sides run inside CUDA graphs (no Python launch overhead) and cycle through enough copies of
   the weights to defeat the L2 cache. "op" is wsq.ops.lut_matmul on fp16 x (it upcasts x, runs
   the kernel, downcasts y); "kernel" is the raw kernel on fp32 x. Batches > 8 are also timed with
   torch.set_float32_matmul_precision("medium"), which enables the bf16 tensor-core path.
 
     python bench/gpu_kernels.py [--n 1e9] [--quick] [--json PATH] [--device cuda:0]
+        [--sizes 4096,8192] [--batches 1,8,16,64] [--sweep 1..4096 | --sweep none]
 
 Targets (issue 5, on an H200): binning >= 0.7x copy; b=4 GEMV batch 1 >= 2.5x torch fp16,
 batch 16 >= 1.5x, batch 64 >= 0.9x. Exit status 0 means validated and timed (targets missed are
@@ -293,6 +297,60 @@ def bench_lut(dev: torch.device, sizes: list[int], batches: list[int], repeats: 
         torch.cuda.empty_cache()
 
 
+def bench_sweep(dev: torch.device, batches: list[int], repeats: int, n=11008, k=4096, bits=4):
+    """Kernel vs torch fp16 over growing batches at one MLP shape, with the workspace size."""
+    lib = _native.cuda()
+    l2 = torch.cuda.get_device_properties(dev).L2_cache_size or (50 << 20)
+    w16 = [torch.randn(n, k, device=dev, dtype=torch.float16) * 0.05
+           for _ in range(max(2, math.ceil(3 * l2 / (n * k * 2))))]  # fmt: skip
+    nb = ops.packed_bytes(n * k, bits)
+    packed = [torch.randint(0, 256, (nb,), dtype=torch.uint8, device=dev)
+              for _ in range(max(2, math.ceil(3 * l2 / nb)))]  # fmt: skip
+    table = ops.lut_table(torch.randn(1 << bits, device=dev) * 0.05, bits)
+    for m in batches:
+        x16 = torch.randn(m, k, device=dev, dtype=torch.float16)
+        x32, y32 = x16.float(), torch.empty(m, n, device=dev)
+        t_torch = time_graph(lambda i, x16=x16: F.linear(x16, w16[i % len(w16)]), len(packed),
+                             iters=4, repeats=repeats)  # fmt: skip
+        for prec in ["highest"] + (["medium"] if m > 8 else []):
+            mode = 1 if prec == "medium" else 0
+            ws_bytes = lib.lut_matmul_workspace_bytes(m, k, n, bits, mode)
+            ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
+
+            def kern(i, m=m, mode=mode, ws=ws, x32=x32, y32=y32):
+                lib.lut_matmul(x32.data_ptr(), m, k, k, packed[i].data_ptr(), nb, n, bits,
+                               table.data_ptr(), 0, y32.data_ptr(), n, ws.data_ptr(), ws.numel(),
+                               mode, torch.cuda.current_stream().cuda_stream)  # fmt: skip
+
+            torch.set_float32_matmul_precision(prec)
+            try:
+                t_kernel = time_graph(kern, len(packed), iters=4, repeats=repeats)
+            finally:
+                torch.set_float32_matmul_precision("highest")
+            add({"bench": "lut_sweep", "n": n, "k": k, "bits": bits, "batch": m,
+                 "precision": prec, "workspace_mib": ws_bytes / 2**20,
+                 "torch_fp16_us": t_torch * 1e6, "kernel_us": t_kernel * 1e6,
+                 "speedup_kernel": t_torch / t_kernel})  # fmt: skip
+            del ws
+    w16.clear()
+    packed.clear()
+    torch.cuda.empty_cache()
+
+
+def _int_list(text: str) -> list[int]:
+    """'1,16,64' -> [1, 16, 64]; 'A..B' -> powers of two from A to B; 'none' -> []."""
+    if text == "none":
+        return []
+    if ".." in text:
+        a, b = (int(v) for v in text.split(".."))
+        out = []
+        while a <= b:
+            out.append(a)
+            a *= 2
+        return out
+    return [int(v) for v in text.split(",") if v]
+
+
 def gpu_info(dev: torch.device) -> dict:
     p = torch.cuda.get_device_properties(dev)
     try:
@@ -315,6 +373,10 @@ def summary() -> None:
                   f"{r['speedup_kernel']:>8.2f}{r.get('target', ''):>8}")  # fmt: skip
             print(f"{'lut_matmul(op)':<22}{case:<34}{r['op_us']:>10.1f}us{r['torch_fp16_us']:>10.1f}us"
                   f"{r['speedup_op']:>8.2f}{'':>8}")  # fmt: skip
+        elif r["bench"] == "lut_sweep":
+            case = f"{r['n']}x{r['k']} b={r['bits']} batch={r['batch']} {r['precision']}"
+            print(f"{'lut_sweep(kernel)':<22}{case:<34}{r['kernel_us']:>10.1f}us{r['torch_fp16_us']:>10.1f}us"
+                  f"{r['speedup_kernel']:>8.2f}  ws={r['workspace_mib']:.1f}MiB")  # fmt: skip
         elif "vs_copy" in r:
             case = " ".join(f"{k}={r[k]}" for k in ("dtype", "k", "bits", "n") if k in r)
             print(
@@ -332,12 +394,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default=None, help="write the rows and the machine here")
     ap.add_argument("--skip-validate", action="store_true")
+    ap.add_argument("--sizes", default=None, help="square LUT matmul sizes, e.g. 4096,8192")
+    ap.add_argument("--batches", default=None, help="LUT matmul batches, e.g. 1,16,64")
+    ap.add_argument("--sweep", default="1..4096", help="sweep batches ('A..B' powers of 2, 'none')")
     a = ap.parse_args()
-    if not wsq.info()["cuda_available"]:
-        print(
-            "gpu_kernels: no CUDA device visible to wsq (wsq.info()['cuda_available'] is False)",
-            file=sys.stderr,
-        )
+    info = wsq.info()
+    if not info["cuda_available"]:
+        print(f"gpu_kernels: no CUDA device visible to wsq: {info['cuda_error']}", file=sys.stderr)
         return 2
     dev = torch.device(a.device)
     torch.cuda.set_device(dev)
@@ -360,14 +423,18 @@ def main() -> int:
             return 1
         print(f"validated in {time.time() - t0:.1f}s", flush=True)
     n = int(1e6) if a.quick else int(a.n)
-    sizes = [1024] if a.quick else [4096, 8192]
-    batches = [1, 16] if a.quick else [1, 8, 16, 64]
+    sizes = _int_list(a.sizes) if a.sizes else [1024] if a.quick else [4096, 8192]
+    batches = _int_list(a.batches) if a.batches else [1, 16] if a.quick else [1, 8, 16, 64]
+    sweep = _int_list(a.sweep) if not a.quick or a.sweep != "1..4096" else [1, 64]
     print("binning / fake-quant ...", flush=True)
     bench_binning(dev, n, a.repeats)
     print("merge-remap ...", flush=True)
     bench_remap(dev, n, a.repeats)
     print("lut matmul ...", flush=True)
     bench_lut(dev, sizes, batches, a.repeats)
+    if sweep:
+        print(f"lut matmul batch sweep {sweep} ...", flush=True)
+        bench_sweep(dev, sweep, a.repeats)
     summary()
     if a.json:
         with open(a.json, "w") as f:

@@ -27,6 +27,10 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &c::device_count,
         "Number of visible CUDA devices (0 when there is no driver or device).");
   m.def("runtime_version", &c::runtime_version);
+  m.def("driver_version", &c::driver_version,
+        "The installed driver's CUDA version (e.g. 12040), 0 without a driver.");
+  m.def("device_error", &c::device_error,
+        "The CUDA runtime's reason for seeing no device (error name and text), '' when one is seen.");
   m.def(
       "fill_u8",
       [](ptr_t p, int64_t n, int value, ptr_t stream) {

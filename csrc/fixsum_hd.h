@@ -9,8 +9,9 @@
 //
 // The range bound comes from (lo, scale, k): every member of the range [lo, lo + k/scale] has
 // |w| < 2^47 / 2^shift = `limit`. Only the end bins can receive values outside the range (clamped
-// outliers when the caller chose lo/hi), and NaN/Inf go to bin 0 or k-1; those fail the
-// `fixsum_ok` test and are added separately in float64 by the kernels.
+// outliers when the caller chose lo/hi inside the data), and NaN/Inf go to bin 0 or k-1; those fail
+// the `fixsum_ok` test and go to the outlier accumulator below, integer too, so that clamping
+// cannot make the sums depend on the order the blocks finish in (float64 atomics did).
 //
 // Accumulators, from the innermost out:
 // - pieces: four 32-bit words per bin (count, sum of bits 0..15 of x, sum of bits 16..31, signed
@@ -21,6 +22,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "common.h"
 
@@ -105,6 +107,47 @@ WSQ_HD void add128(uint64_t *th, uint64_t *tl, uint64_t hi, uint64_t lo) {
   const uint64_t s = *tl + lo;
   *th += hi + ((s < lo) ? 1u : 0u);
   *tl = s;
+}
+
+// ----- Outliers: |w| >= limit (or NaN/Inf), only ever in bin 0 or bin k-1.
+// A finite float32 is exactly m * 2^(max(E, 1) - 150) with its 8-bit exponent field E and its
+// integer significand m < 2^24, so per end bin one signed 64-bit sum of m per E (exact for < 2^39
+// elements) plus counts of NaN, +Inf and -Inf hold the outliers exactly, whatever the order they are
+// added in. `fixsum_out_total` turns them into one float64 in a fixed order (ascending E): repeatable
+// bit for bit, within about 2^-45 of the exact sum relative to the sum of magnitudes.
+constexpr int kOutExp = 256;            // slots 0..255: sum of signed m for that exponent field
+constexpr int kOutNaN = kOutExp;        // count of NaN
+constexpr int kOutPosInf = kOutExp + 1; // count of +Inf
+constexpr int kOutNegInf = kOutExp + 2; // count of -Inf
+constexpr int kOutSlots = kOutExp + 3;  // 64-bit words per end bin
+constexpr int64_t kOutMaxElems = int64_t{1} << 39;
+
+// The slot of one outlier w and the 64-bit (two's complement) word to add there.
+WSQ_HD int fixsum_out_slot(float w, uint64_t *add) {
+  uint32_t u;
+  memcpy(&u, &w, 4);
+  const uint32_t e = (u >> 23) & 0xffu, frac = u & 0x7fffffu;
+  *add = 1u;
+  if (e == 0xffu)
+    return frac ? kOutNaN : ((u >> 31) ? kOutNegInf : kOutPosInf);
+  const int64_t m = static_cast<int64_t>(frac | (e ? 0x800000u : 0u));
+  *add = static_cast<uint64_t>((u >> 31) ? -m : m);
+  return static_cast<int>(e);
+}
+
+// The float64 value of one end bin's kOutSlots words (NaN and Inf as float64 addition gives them).
+WSQ_HD double fixsum_out_total(const uint64_t *slot) {
+  if (slot[kOutNaN] != 0u || (slot[kOutPosInf] != 0u && slot[kOutNegInf] != 0u))
+    return NAN;
+  if (slot[kOutPosInf] != 0u)
+    return INFINITY;
+  if (slot[kOutNegInf] != 0u)
+    return -INFINITY;
+  double t = 0.0;
+  for (int e = 0; e < kOutExp; ++e) // fixed order: the result is the same on every run
+    if (slot[e] != 0u)
+      t += ldexp(static_cast<double>(static_cast<int64_t>(slot[e])), (e ? e : 1) - 150);
+  return t;
 }
 
 WSQ_HD int clz64(uint64_t x) {

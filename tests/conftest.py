@@ -15,9 +15,18 @@ def pytest_report_header(config):
 
 
 def _devices():
+    """cpu always; cuda when wsq sees a device. WSQ_REQUIRE_CUDA=1 (the GPU check) makes "no device"
+    a collection error carrying the CUDA runtime's own reason, so CUDA cases cannot quietly skip."""
     devs = ["cpu"]
-    if wsq.info()["cuda_available"]:
+    info = wsq.info()
+    if info["cuda_available"]:
         devs.append("cuda")
+    elif os.environ.get("WSQ_REQUIRE_CUDA") == "1":
+        raise pytest.UsageError(
+            "WSQ_REQUIRE_CUDA=1 but wsq sees no CUDA device: "
+            f"{info['cuda_error']} (cuda_built={info['cuda_built']}, "
+            f"torch.cuda.is_available()={torch.cuda.is_available()})"
+        )
     return devs
 
 

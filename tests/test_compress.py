@@ -119,18 +119,19 @@ def test_pool_tensors_resolve_working_copy():
 # ----------------------------------------------------------------------------- compress
 
 
-def test_compress_matches_reference_and_keeps_input():
-    m = trained_net()
+def test_compress_matches_reference_and_keeps_input(device):
+    m = trained_net().to(device)
     before = {n: t.clone() for n, t in m.state_dict().items()}
     c = wsq.compress(m, 16)
     assert state_equal(m.state_dict(), before)  # input untouched, bit for bit
     assert type(m.fc) is nn.Linear and isinstance(m.fc.weight, nn.Parameter)
     ref = reference_fake_quant(m, 16)
     idx, cb, _ = reference.uniform_bins(collect_pool(m).flat(), 16)
-    assert torch.equal(c.codebook, cb) and c.codebook.dtype == torch.float32
+    assert torch.equal(c.codebook, cb.cpu()) and c.codebook.dtype == torch.float32
     assert c.bits == reference.bits_for(cb.numel()) and c.k == 16
     assert state_equal(c.dequantized_state_dict(), ref.state_dict())
-    x = torch.randn(2, 3, 9, 9)
+    assert c.quantized["fc.weight"].packed.device.type == device.type
+    x = torch.randn(2, 3, 9, 9, device=device)
     torch.testing.assert_close(c.model(x), ref(x), rtol=1e-5, atol=1e-6)
     # packed indices are exactly the oracle's packing of the oracle's indices
     q = c.quantized
@@ -176,11 +177,11 @@ def test_all_equal_weights_one_bin():
     assert torch.equal(c.model[0].weight, torch.full((3, 4), 0.25))
 
 
-def test_lo_hi_clamp_to_end_bins():
-    m = nn.Linear(64, 64, bias=False)
+def test_lo_hi_clamp_to_end_bins(device):
+    m = nn.Linear(64, 64, bias=False).to(device)
     c = wsq.compress(m, 4, lo=-0.05, hi=0.05)
-    w = m.weight.detach()
-    got = c.model.weight
+    w = m.weight.detach().cpu()
+    got = c.model.weight.cpu()
     assert c.lo == pytest.approx(-0.05) and c.hi == pytest.approx(0.05)
     assert torch.equal(got[w > 0.05].unique(), c.codebook[-1:])  # clamped into the top bin
     assert torch.equal(got[w < -0.05].unique(), c.codebook[:1])
@@ -188,15 +189,15 @@ def test_lo_hi_clamp_to_end_bins():
         wsq.compress(m, 4, lo=0.1, hi=0.1)
 
 
-def test_fp16_bf16_models_keep_dtype():
+def test_fp16_bf16_models_keep_dtype(device):
     for dt in (torch.float16, torch.bfloat16):
-        m = trained_net().to(dt)
+        m = trained_net().to(device, dt)
         c = wsq.compress(m, 32)
         assert c.codebook.dtype == torch.float32
         assert c.quantized["fc.weight"].dtype == dt
         assert c.model.fc.weight.dtype == dt and c.model.bn.running_var.dtype == dt
         ref = reference_fake_quant(m, 32)
-        x = torch.randn(2, 3, 9, 9, dtype=dt)
+        x = torch.randn(2, 3, 9, 9, dtype=dt, device=device)
         torch.testing.assert_close(c.model(x), ref(x), rtol=2e-2, atol=2e-2)
 
 
@@ -208,17 +209,17 @@ def _parts(c):
 
 
 @pytest.mark.parametrize("fresh_on", ["cpu", "meta"])
-def test_from_parts_rebuilds_identical_model(fresh_on):
-    m = trained_net()
+def test_from_parts_rebuilds_identical_model(fresh_on, device):
+    m = trained_net().to(device)
     c = wsq.compress(m, 16)
-    with torch.device(fresh_on):
+    with torch.device(device if fresh_on == "cpu" else fresh_on):
         fresh = Net().eval()
     fresh_state = copy.deepcopy(fresh.state_dict())
     d = wsq.Compressed.from_parts(fresh, *_parts(c), k=16)
     assert state_equal(fresh.state_dict(), fresh_state) if fresh_on == "cpu" else True
     assert d.k == 16 and d.lo is None and torch.equal(d.codebook, c.codebook)
     assert state_equal(d.model.state_dict(), c.model.state_dict())
-    x = torch.randn(3, 3, 9, 9)
+    x = torch.randn(3, 3, 9, 9, device=device)
     assert torch.equal(d.model(x), c.model(x))
     assert d.model.training is False
 
@@ -267,11 +268,13 @@ def test_from_parts_meta_with_nonpersistent_buffer_is_refused():
 # ----------------------------------------------------------------------------- stats
 
 
-def test_stats_counts_and_sizes():
+def test_stats_counts_and_sizes(device):
     m = trained_net()
     m.steps = nn.Parameter(torch.arange(6, dtype=torch.int64), requires_grad=False)
+    m = m.to(device)
     c = wsq.compress(m, 16)
     idx, cb, counts = reference.uniform_bins(collect_pool(m).flat(), 16)
+    counts = counts.cpu()
     assert torch.equal(c.index_counts(), counts)
     p = counts.double() / counts.sum()
     s = c.stats()
@@ -347,8 +350,8 @@ def test_k_wrong_type(k):
         wsq.compress(nn.Linear(3, 3), k)
 
 
-def test_k_extremes():
-    m = nn.Linear(40, 30)
+def test_k_extremes(device):
+    m = nn.Linear(40, 30).to(device)
     c = wsq.compress(m, 2)
     assert c.codebook.numel() == 2 and c.bits == 1
     c = wsq.compress(m, 65536)

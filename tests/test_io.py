@@ -124,16 +124,17 @@ def test_load_on_meta_template(net_c, tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_round_trip_half_dtypes(tmp_path, dtype):
-    c = wsq.compress(_net(dtype), 16)
+def test_round_trip_half_dtypes(tmp_path, dtype, device):
+    c = wsq.compress(_net(dtype).to(device), 16)
     path = tmp_path / "half.wsq"
     wsq.save(c, path)
     sd = wsq.load_state_dict(path)
     assert sd["fc1.weight"].dtype == dtype and sd["bn.num_batches_tracked"].dtype == torch.int64
     _assert_state_equal(sd, c.dequantized_state_dict())
-    loaded = wsq.load(path, Net().to(dtype).eval())
+    loaded = wsq.load(path, Net().to(device, dtype).eval())
     with torch.no_grad():
-        assert torch.equal(loaded.model.eval()(X.to(dtype)), c.model(X.to(dtype)))
+        x = X.to(device, dtype)
+        assert torch.equal(loaded.model.eval()(x), c.model(x))
 
 
 def test_load_state_dict_equals_dequantized(net_c, tied_c, tmp_path):
@@ -315,16 +316,21 @@ def test_round_trip_float64(tmp_path):
         assert torch.equal(loaded.model.eval()(X.double()), c.model(X.double()))
 
 
-def test_round_trip_on_device(tmp_path, device):
+@pytest.mark.parametrize("which", ["net", "tied"])
+def test_round_trip_on_device(tmp_path, device, which):
     """Compress on the device, save, load into a template on the device: the same outputs."""
-    c = wsq.compress(_net().to(device), 16)
+    make, arch, x = (_net, Net, X) if which == "net" else (_tied, TiedLM, TOKENS)
+    c = wsq.compress(make().to(device), 16)
     path = tmp_path / "dev.wsq"
     wsq.save(c, path)
     assert wio.file_size(c) == os.path.getsize(path)
-    loaded = wsq.load(path, Net().to(device).eval())
+    loaded = wsq.load(path, arch().to(device).eval())
+    assert all(t.device.type == device.type for t in loaded.model.state_dict().values())
     with torch.no_grad():
-        assert torch.equal(loaded.model.eval()(X.to(device)), c.model(X.to(device)))
+        assert torch.equal(loaded.model.eval()(x.to(device)), c.model(x.to(device)))
     _assert_state_equal(wsq.load_state_dict(path), c.dequantized_state_dict())
+    wsq.save(loaded, tmp_path / "again.wsq")  # re-saving what was loaded on the device
+    assert (tmp_path / "again.wsq").read_bytes() == path.read_bytes()
 
 
 def test_stream_bits_match_the_file(net_c, tmp_path):

@@ -106,8 +106,8 @@ def _old_to_new(c, m) -> torch.Tensor:
     return table
 
 
-def test_free_merges_reduce_bins_and_keep_the_bar():
-    model = _mlp()
+def test_free_merges_reduce_bins_and_keep_the_bar(device):
+    model = _mlp().to(device)
     c = wsq.compress(model, 256)
     ev = MaxError(model, eps=0.05)
     m = merge(c, ev, reference_model=model)
@@ -116,6 +116,7 @@ def test_free_merges_reduce_bins_and_keep_the_bar():
     assert info["n_before"] == c.codebook.numel()
     assert info["n_after"] == m.codebook.numel() < c.codebook.numel() // 4
     assert m.bits == reference.bits_for(m.codebook.numel()) < c.bits
+    assert m.quantized["0.weight"].packed.device.type == device.type
     assert ev(m.model) == 1.0  # the returned model passes the bar
     assert info["metric_after"] == 1.0
     # evaluations are counted (the baseline call on reference_model excluded) and cost fewer
@@ -173,9 +174,9 @@ def test_merged_codebook_is_the_count_weighted_mean_and_indices_match_the_refere
     assert bool((m.codebook[1:] >= m.codebook[:-1]).all())
 
 
-def test_tolerance_is_respected_and_the_input_untouched():
-    model = _mlp(3)
-    x = torch.randn(64, 24, generator=torch.Generator().manual_seed(0))
+def test_tolerance_is_respected_and_the_input_untouched(device):
+    model = _mlp(3).to(device)
+    x = torch.randn(64, 24, generator=torch.Generator().manual_seed(0)).to(device)
     ev = OutputMSE(model, x)
     c = wsq.compress(model, 128)
     before_cb = c.codebook.clone()
@@ -211,18 +212,18 @@ def test_never_below_the_bar_even_when_merges_look_cheap():
         assert torch.equal(m.quantized[n].packed, q.packed)
 
 
-def test_merged_model_matches_its_dense_weights_and_round_trips(tmp_path):
-    model = _mlp(5)
+def test_merged_model_matches_its_dense_weights_and_round_trips(tmp_path, device):
+    model = _mlp(5).to(device)
     c = wsq.compress(model, 200)
     m = merge(c, MaxError(model, 0.05), baseline=1.0)
-    x = torch.randn(9, 24)
-    dense = _mlp(5)
+    x = torch.randn(9, 24, device=device)
+    dense = _mlp(5).to(device)
     dense.load_state_dict(m.dequantized_state_dict())
     with torch.no_grad():
         torch.testing.assert_close(m.model(x), dense(x), rtol=1e-5, atol=1e-6)
     path = tmp_path / "m.wsq"
     wsq.save(m, path)
-    back = wsq.load(path, _mlp(0))
+    back = wsq.load(path, _mlp(0).to(device))
     assert torch.equal(back.codebook, m.codebook) and back.bits == m.bits
     with torch.no_grad():
         assert torch.equal(back.model(x), m.model(x))
@@ -239,7 +240,7 @@ def test_max_evals_stops_early_and_keeps_what_passed():
     assert ev(m.model) == 1.0
 
 
-def test_tied_parameters_and_buffers_survive():
+def test_tied_parameters_and_buffers_survive(device):
     class Tied(nn.Module):
         def __init__(self):
             super().__init__()
@@ -252,8 +253,8 @@ def test_tied_parameters_and_buffers_survive():
             return self.out(self.norm(self.emb(t)))
 
     torch.manual_seed(0)
-    model = Tied().eval()
-    t = torch.randint(0, 30, (5, 4))
+    model = Tied().eval().to(device)
+    t = torch.randint(0, 30, (5, 4)).to(device)
     c = wsq.compress(model, 128)
     with torch.no_grad():
         ref = model(t)

@@ -15,12 +15,23 @@ from wsq.reference import fake_quant_model as reference_fake_quant
 K = 24
 
 
-def check(module: nn.Module, *inputs, exact: bool, k: int = K, **kw):
-    """Compress `module` alone; its output must equal the fake-quantized original's."""
+def _to(v, device):
+    return v.to(device) if isinstance(v, torch.Tensor) else v
+
+
+def check(module: nn.Module, *inputs, exact: bool, device=None, k: int = K, **kw):
+    """Compress `module` alone (moved to `device`, inputs too); its output must equal the
+    fake-quantized original's. Exact on the CPU; on CUDA within 1e-5, since cuDNN and cuBLAS may
+    pick different algorithms (TF32 included) for the two models."""
+    device = torch.device("cpu") if device is None else device
+    module = module.to(device)
+    inputs = [_to(v, device) for v in inputs]
+    kw = {n: _to(v, device) for n, v in kw.items()}
     c = wsq.compress(module, k)
     ref = reference_fake_quant(module, k)
     got, want = c.model(*inputs, **kw), ref(*inputs, **kw)
-    if exact:
+    assert got.device.type == device.type
+    if exact and device.type == "cpu":
         assert torch.equal(got, want)
     else:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -32,22 +43,22 @@ def check(module: nn.Module, *inputs, exact: bool, k: int = K, **kw):
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (53, 113), (7, 1025)])
-def test_linear(shape, bias):
+def test_linear(shape, bias, device):
     lin = nn.Linear(shape[1], shape[0], bias=bias)
-    c = check(lin, torch.randn(2, 3, shape[1]), exact=False)
+    c = check(lin, torch.randn(2, 3, shape[1]), exact=False, device=device)
     assert type(c.model) is wsq.nn.Linear
     # identity input gives the dequantized weight exactly (FLUTE's check)
     if not bias:
-        eye = torch.eye(shape[1])
+        eye = torch.eye(shape[1], device=device)
         assert torch.equal(c.model(eye), c.model.weight.T)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_linear_half(dtype):
-    lin = nn.Linear(64, 32).to(dtype)
+def test_linear_half(dtype, device):
+    lin = nn.Linear(64, 32).to(device, dtype)
     c = wsq.compress(lin, K)
     ref = reference_fake_quant(lin, K)
-    x = torch.randn(4, 64, dtype=dtype)
+    x = torch.randn(4, 64, dtype=dtype, device=device)
     exact = F.linear(x.double(), ref.weight.double(), ref.bias.double())
     one_ulp = torch.finfo(dtype).eps * exact.abs().max()
     with torch.no_grad():
@@ -59,7 +70,7 @@ def test_linear_half(dtype):
     assert (y.double() - exact).abs().max() <= tol + one_ulp
 
 
-def test_conv_nd():
+def test_conv_nd(device):
     cases = [
         (nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2), (2, 4, 17)),
         (nn.Conv1d(3, 5, 4, padding="same", padding_mode="circular"), (2, 3, 11)),
@@ -68,51 +79,55 @@ def test_conv_nd():
         (nn.Conv3d(2, 4, 3, padding=1, stride=(1, 2, 1)), (1, 2, 5, 6, 7)),
     ]  # fmt: skip
     for mod, shape in cases:
-        c = check(mod, torch.randn(shape), exact=True)
+        c = check(mod, torch.randn(shape), exact=True, device=device)
         assert type(c.model).__name__ == type(mod).__name__
         assert isinstance(c.model, type(mod)) and wsq.nn.is_quantized(c.model)
 
 
-def test_conv_transpose_nd():
+def test_conv_transpose_nd(device):
     cases = [
         (nn.ConvTranspose1d(4, 6, 3, stride=2, output_padding=1, groups=2), (2, 4, 9)),
         (nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, dilation=2, output_padding=1), (1, 4, 5, 6)),
         (nn.ConvTranspose3d(2, 3, 2, stride=2, bias=False), (1, 2, 3, 4, 2)),
     ]  # fmt: skip
     for mod, shape in cases:
-        check(mod, torch.randn(shape), exact=True)
+        check(mod, torch.randn(shape), exact=True, device=device)
     # output_size argument is honoured
     mod = nn.ConvTranspose2d(3, 3, 3, stride=2)
-    check(mod, torch.randn(1, 3, 4, 4), exact=True, output_size=[10, 10])
+    check(mod, torch.randn(1, 3, 4, 4), exact=True, device=device, output_size=[10, 10])
 
 
-def test_embedding_padding_idx_and_max_norm():
+def test_embedding_padding_idx_and_max_norm(device):
     emb = nn.Embedding(50, 12, padding_idx=3)
     idx = torch.tensor([[0, 3, 49, 7], [3, 3, 1, 2]])
-    c = check(emb, idx, exact=True)
+    c = check(emb, idx, exact=True, device=device)
     assert type(c.model) is wsq.nn.Embedding and c.model.padding_idx == 3
-    check(emb, idx.to(torch.int32), exact=True)
-    with pytest.raises(IndexError):
-        c.model(torch.tensor([50]))
-    emb = nn.Embedding(20, 8, max_norm=0.5)
+    check(emb, idx.to(torch.int32), exact=True, device=device)
+    if device.type == "cpu":
+        with pytest.raises(IndexError):
+            c.model(torch.tensor([50]))
+    else:  # the CUDA gather cannot raise without a sync: a NaN row (wsq/_ops_cuda.py)
+        assert torch.isnan(c.model(torch.tensor([50], device=device))).all()
+    emb = nn.Embedding(20, 8, max_norm=0.5).to(device)
     emb_copy = copy.deepcopy(emb)
     c = wsq.compress(emb_copy, K)
     ref = reference_fake_quant(emb, K)
+    ids = torch.tensor([1, 5, 5], device=device)
     for _ in range(2):  # renormalisation happens on the fly, the stored indices never change
         packed = c.model.weight_packed.clone()
-        assert torch.equal(c.model(torch.tensor([1, 5, 5])), ref(torch.tensor([1, 5, 5])))
+        assert torch.equal(c.model(ids), ref(ids))
         assert torch.equal(c.model.weight_packed, packed)
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-def test_embedding_bag(mode):
+def test_embedding_bag(mode, device):
     bag = nn.EmbeddingBag(30, 6, mode=mode, padding_idx=0 if mode != "max" else None)
     inp = torch.tensor([1, 2, 4, 5, 4, 3, 2, 0])
     offsets = torch.tensor([0, 3, 5])
-    check(bag, inp, offsets, exact=True)
+    check(bag, inp, offsets, exact=True, device=device)
     if mode == "sum":
         w = torch.rand(8)
-        check(bag, inp, offsets, exact=True, per_sample_weights=w)
+        check(bag, inp, offsets, exact=True, device=device, per_sample_weights=w)
 
 
 # ----------------------------------------------------------------------------- generic owners
@@ -133,18 +148,18 @@ class OverridingLinear(nn.Linear):
         return super().forward(x) * 2
 
 
-def test_generic_raw_parameter():
+def test_generic_raw_parameter(device):
     m = RawParam()
-    c = check(m, torch.randn(2, 3), exact=True)
+    c = check(m, torch.randn(2, 3), exact=True, device=device)
     assert "kernel" not in dict(c.model.named_parameters())
     assert isinstance(c.model, RawParam) and type(c.model) is not RawParam
     assert c.model.kernel.shape == (3, 4, 5) and not isinstance(c.model.kernel, nn.Parameter)
     assert c.model.gain is not None and isinstance(c.model.gain, nn.Parameter)
 
 
-def test_generic_subclass_with_own_forward():
+def test_generic_subclass_with_own_forward(device):
     m = OverridingLinear(6, 4)
-    c = check(m, torch.randn(3, 6), exact=True)
+    c = check(m, torch.randn(3, 6), exact=True, device=device)
     assert isinstance(c.model, OverridingLinear) and not isinstance(c.model, wsq.nn.Linear)
 
 
@@ -168,23 +183,24 @@ def test_include_biases_generic_linear():
 # ----------------------------------------------------------------------------- behaviour
 
 
-def make_model():
+def make_model(device="cpu"):
     return nn.Sequential(
         nn.Embedding(40, 16),
         nn.Linear(16, 32),
         nn.GELU(),
         nn.Linear(32, 8),
-    )
+    ).to(device)
 
 
-def test_weight_is_read_only_dequantized_and_not_a_parameter():
-    m = make_model()
+def test_weight_is_read_only_dequantized_and_not_a_parameter(device):
+    m = make_model(device)
     c = wsq.compress(m, K)
     w = c.model[1].weight
     assert w.shape == (32, 16) and w.dtype == torch.float32 and not isinstance(w, nn.Parameter)
+    assert w.device.type == device.type and c.model[1].weight_packed.device.type == device.type
     assert torch.equal(w, reference_fake_quant(m, K)[1].weight.detach())
     with pytest.raises(AttributeError):
-        c.model[1].weight = torch.zeros(32, 16)
+        c.model[1].weight = torch.zeros(32, 16, device=device)
     w.zero_()  # a fresh tensor: the model is unaffected
     assert not torch.equal(c.model[1].weight, w)
     names = [n for n, _ in c.model.named_parameters()]
@@ -209,8 +225,20 @@ def test_one_table_shared_and_kept_across_moves():
     assert torch.equal(clone(x), c.model(x))
 
 
-def test_half_changes_compute_dtype_not_table():
-    m = make_model()
+def test_compressed_on_cpu_then_moved_to_the_device(device):
+    c = wsq.compress(make_model(), K)
+    moved = copy.deepcopy(c.model).to(device)
+    assert len({id(m.wsq_table) for m in moved if wsq.nn.is_quantized(m)}) == 1
+    assert moved[1].wsq_table.device.type == device.type
+    assert moved[1].weight_packed.device.type == device.type
+    x = torch.randint(0, 40, (3, 5))
+    torch.testing.assert_close(moved(x.to(device)).cpu(), c.model(x), rtol=1e-5, atol=1e-6)
+    back = moved.to("cpu")
+    assert torch.equal(back[1].weight_packed, c.model[1].weight_packed)
+
+
+def test_half_changes_compute_dtype_not_table(device):
+    m = make_model(device)
     c = wsq.compress(m, K)
     table = c.model[1].wsq_table
     c.model.half()
@@ -219,7 +247,7 @@ def test_half_changes_compute_dtype_not_table():
     assert len({id(mod.wsq_table) for mod in c.model if wsq.nn.is_quantized(mod)}) == 1
     assert c.model[1].weight.dtype == torch.float16 and c.model[0].weight.dtype == torch.float16
     ref = reference_fake_quant(m, K).half()
-    x = torch.randint(0, 40, (2, 3))
+    x = torch.randint(0, 40, (2, 3), device=device)
     y = c.model(x)
     assert y.dtype == torch.float16
     torch.testing.assert_close(y, ref(x), rtol=1e-2, atol=1e-2)
@@ -227,11 +255,11 @@ def test_half_changes_compute_dtype_not_table():
     assert c.model[1].weight.dtype == torch.float32
 
 
-def test_tied_embeddings_share_one_packed_tensor():
+def test_tied_embeddings_share_one_packed_tensor(device):
     emb = nn.Embedding(30, 8)
     head = nn.Linear(8, 30, bias=False)
     head.weight = emb.weight
-    m = nn.Sequential(emb, head)
+    m = nn.Sequential(emb, head).to(device)
     c = wsq.compress(m, K)
     assert list(c.quantized) == ["0.weight"] and c.quantized["0.weight"].names == (
         "0.weight",
@@ -241,15 +269,15 @@ def test_tied_embeddings_share_one_packed_tensor():
     moved = copy.deepcopy(c.model).to("meta")
     assert moved[0].weight_packed is moved[1].weight_packed
     ref = reference_fake_quant(m, K)
-    x = torch.randint(0, 30, (2, 4))
+    x = torch.randint(0, 30, (2, 4), device=device)
     torch.testing.assert_close(c.model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
-def test_state_dict_round_trip_on_compressed_model():
-    c = wsq.compress(make_model(), K)
+def test_state_dict_round_trip_on_compressed_model(device):
+    c = wsq.compress(make_model(device), K)
     sd = c.model.state_dict()
     assert "1.weight_packed" in sd and not any(k.endswith("wsq_table") for k in sd)
-    d = wsq.compress(make_model(), K)
+    d = wsq.compress(make_model(device), K)
     if d.bits == c.bits and torch.equal(d.codebook, c.codebook):
         pytest.skip("same codebook by chance")
     other = copy.deepcopy(c.model)
@@ -257,7 +285,7 @@ def test_state_dict_round_trip_on_compressed_model():
         if wsq.nn.is_quantized(mod):
             mod.weight_packed.zero_()
     other.load_state_dict(sd)
-    x = torch.randint(0, 40, (2, 3))
+    x = torch.randint(0, 40, (2, 3), device=device)
     assert torch.equal(other(x), c.model(x))
 
 
@@ -305,16 +333,16 @@ def test_torch_compile_traces_custom_ops():
         assert torch.equal(compiled(x), c.model(x))
 
 
-def test_gradients_reach_biases_and_inputs():
-    m = make_model()
+def test_gradients_reach_biases_and_inputs(device):
+    m = make_model(device)
     c = wsq.compress(m, K)
     ref = reference_fake_quant(m, K)
-    x = torch.randint(0, 40, (3, 5))
+    x = torch.randint(0, 40, (3, 5), device=device)
     c.model(x).square().sum().backward()
     ref(x).square().sum().backward()
     torch.testing.assert_close(c.model[1].bias.grad, ref[1].bias.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(c.model[3].bias.grad, ref[3].bias.grad, rtol=1e-4, atol=1e-5)
-    h = torch.randn(4, 16, requires_grad=True)
+    h = torch.randn(4, 16, device=device, requires_grad=True)
     h_ref = h.detach().clone().requires_grad_()
     c.model[1](h).sum().backward()
     ref[1](h_ref).sum().backward()

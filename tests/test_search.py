@@ -87,6 +87,22 @@ def test_solution_matches_compress_exactly(cnn, acc, result):
             assert acc(c.model) == s.metric
 
 
+def test_search_on_the_device_matches_compress(cnn, device):
+    """The search scores working copies on the model's device; what it reports is what compress()
+    of the chosen solution gives there."""
+    model = copy.deepcopy(cnn).to(device)
+    x, y = Accuracy().x, Accuracy().y
+    acc = Accuracy(x.to(device), y.to(device))
+    r = search(model, acc, seed=1, **SMALL)
+    assert all(p.device.type == device.type for p in model.parameters())
+    for s in (r.front[0], r.front[-1]):
+        c = r.compress(s)
+        assert c.quantized["4.weight"].packed.device.type == device.type
+        assert _same_bits(s.bits, c.stats(), 3)
+        with torch.no_grad():
+            assert acc(c.model) == s.metric
+
+
 def test_working_copy_weights_equal_dequantized(cnn, result):
     s = result.front[len(result.front) // 2]
     work = copy.deepcopy(cnn)
@@ -234,9 +250,9 @@ class _Tied(nn.Module):
         return self.out(x)
 
 
-def test_tied_strided_and_bf16_parameters():
-    model = _Tied()
-    idx = torch.arange(16)
+def test_tied_strided_and_bf16_parameters(device):
+    model = _Tied().to(device)
+    idx = torch.arange(16, device=device)
     ref = model(idx).detach()
 
     def fidelity(m):

@@ -8,6 +8,8 @@ def info() -> dict:
 
     Keys: ``version``; ``cuda_built`` (wsq._cuda exists); ``cuda_available`` (built and a device is
     visible; this call may initialise the CUDA runtime, import does not); ``cuda_devices``;
+    ``cuda_error`` (why ``cuda_available`` is False: the CUDA runtime's own error text, such as a
+    driver older than the runtime, or why wsq._cuda failed to load; "" when a device is seen);
     ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512); ``cpu_isa_detected``;
     ``cpu_features`` (flags seen on this CPU); ``openmp_threads``; ``torch``.
     """
@@ -18,16 +20,20 @@ def info() -> dict:
     c = _native.cpu()
     built = _native.cuda_built()
     devices = 0
+    error = "wsq._cuda was not built"
     if built:
         try:
-            devices = int(_native.cuda().device_count())
-        except Exception:  # a module that fails to load on this machine means "not available"
-            devices = 0
+            lib = _native.cuda()
+            devices = int(lib.device_count())
+            error = "" if devices > 0 else str(lib.device_error())
+        except Exception as e:  # a module that fails to load on this machine means "not available"
+            devices, error = 0, f"wsq._cuda failed to load: {e}"
     return {
         "version": __version__,
         "cuda_built": built,
         "cuda_available": devices > 0,
         "cuda_devices": devices,
+        "cuda_error": error,
         "cpu_isa": c.active_isa(),
         "cpu_isa_detected": c.detected_isa(),
         "cpu_features": c.cpu_feature_list().split(",") if c.cpu_feature_list() else [],

@@ -16,10 +16,12 @@ synchronisation, so they stay bounds-safe and document what they write instead:
 * ``gather_rows``: a row id outside [0, num_rows) gives a NaN row (CPU: NaN row, then IndexError).
 * ``minmax`` returns its (lo, hi, nonfinite) float64 triple on the device; ``wsq.ops.minmax``
   reads it (that read is the synchronisation the caller needs anyway).
-* ``histogram`` sums are exact fixed-point totals (csrc/fixsum_hd.h): bitwise repeatable, equal to
-  the CPU's float64 sums to float64 rounding. Counts and indices are identical to the CPU's.
+* ``histogram`` sums are exact fixed-point totals (csrc/fixsum_hd.h): bitwise repeatable whatever
+  the order (clamped outliers and NaN/Inf too: integer sums per float32 exponent), equal to the
+  CPU's float64 sums to float64 rounding. Counts and indices are identical to the CPU's.
 * ``lut_matmul`` accumulates in float32 (exact products, fixed summation order, bitwise
-  repeatable). When ``torch.get_float32_matmul_precision()`` is ``"medium"`` (the setting under
+  repeatable); its split-K workspace is capped (large batches run as several launches over
+  whole batch tiles, which changes no bit of the result). When ``torch.get_float32_matmul_precision()`` is ``"medium"`` (the setting under
   which torch itself may run float32 matmuls in bfloat16), batches of more than 8 rows use a
   tensor-core path with bfloat16 inputs and float32 accumulation (b <= 8, in_features % 32 == 0);
   otherwise, and always for up to 8 rows, the float32 path.

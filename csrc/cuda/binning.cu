@@ -125,7 +125,7 @@ struct HistP {
   unsigned long long *counts;
   unsigned long long *slo; // low words of the 128-bit sums (the `sums` output, reused)
   unsigned long long *shi; // high words (workspace)
-  double *ovf;             // float64 sums of elements outside the fixed-point range (workspace)
+  unsigned long long *out; // outliers of bin 0, then of bin k-1: 2 x kOutSlots (workspace)
 };
 
 template <int IDT> __device__ __forceinline__ void store_idx8(void *p, int64_t i, const int b[8]) {
@@ -178,10 +178,13 @@ __global__ void __launch_bounds__(kThreads) hist_kernel(HistP p) {
     const int r = b - p.bin0;
     if (static_cast<unsigned>(r) < static_cast<unsigned>(nb)) {
       int64_t x = 0;
-      if (fixsum_ok(v, p.limit))
+      if (fixsum_ok(v, p.limit)) {
         x = fixsum_value(v, p.mul);
-      else
-        atomicAdd(&p.ovf[b], static_cast<double>(v)); // NaN, Inf or a clamped outlier: rare
+      } else { // NaN, Inf or a clamped outlier (end bins only): integer, order-free
+        uint64_t a;
+        const int slot = fixsum_out_slot(v, &a);
+        atomicAdd(&p.out[(b == 0 ? 0 : kOutSlots) + slot], static_cast<unsigned long long>(a));
+      }
       if (PRIV) {
         sA[r * T + threadIdx.x] += fixsum_a(x);
         sB[r * T + threadIdx.x] += fixsum_b(x);
@@ -273,11 +276,16 @@ __global__ void __launch_bounds__(kThreads) hist_kernel(HistP p) {
   }
 }
 
-__global__ void hist_finish(int k, int shift, const unsigned long long *shi, const double *ovf,
-                            double *sums) {
+__global__ void hist_finish(int k, int shift, const unsigned long long *shi,
+                            const unsigned long long *out, double *sums) {
   for (int64_t j = gtid(); j < k; j += gstride()) {
     const uint64_t lo = reinterpret_cast<const unsigned long long *>(sums)[j];
-    sums[j] = fixsum_to_double(shi[j], lo, shift) + ovf[j];
+    double o = 0.0;
+    if (j == 0)
+      o = fixsum_out_total(reinterpret_cast<const uint64_t *>(out));
+    else if (j == k - 1)
+      o = fixsum_out_total(reinterpret_cast<const uint64_t *>(out) + kOutSlots);
+    sums[j] = fixsum_to_double(shi[j], lo, shift) + o;
   }
 }
 
@@ -361,11 +369,14 @@ void minmax(const void *w, int64_t n, int w_dtype, double *out, std::uintptr_t s
   check_launch("minmax_finish launch");
 }
 
-int64_t histogram_workspace_bytes(int k) { return 16 * static_cast<int64_t>(k < 1 ? 1 : k); }
+// High words of the k 128-bit sums, then the two end bins' outlier slots (fixsum_hd.h).
+int64_t histogram_workspace_bytes(int k) {
+  return 8 * (static_cast<int64_t>(k < 1 ? 1 : k) + 2 * kOutSlots);
+}
 
 void histogram(const void *w, int64_t n, int w_dtype, int k, float lo, float scale, int64_t *counts,
                double *sums, void *idx, int idx_dtype, void *ws, std::uintptr_t stream) {
-  check(n >= 0, "n must be >= 0, got " + std::to_string(n));
+  check(n >= 0 && n < kOutMaxElems, "n must be in 0..2^39-1, got " + std::to_string(n));
   check(is_float(w_dtype),
         "w_dtype must be float32/float16/bfloat16, got code " + std::to_string(w_dtype));
   check(k >= 1 && k <= 65536, "k must be in 1..65536, got " + std::to_string(k));
@@ -379,7 +390,7 @@ void histogram(const void *w, int64_t n, int w_dtype, int k, float lo, float sca
               " for k=" + std::to_string(k));
   cudaStream_t s = as_stream(stream);
   auto *shi = static_cast<unsigned long long *>(ws);
-  auto *ovf = reinterpret_cast<double *>(shi + k);
+  auto *out = shi + k;
   check_cuda(cudaMemsetAsync(counts, 0, sizeof(int64_t) * k, s),
              "histogram cudaMemsetAsync(counts)");
   check_cuda(cudaMemsetAsync(sums, 0, sizeof(double) * k, s), "histogram cudaMemsetAsync(sums)");
@@ -407,7 +418,7 @@ void histogram(const void *w, int64_t n, int w_dtype, int k, float lo, float sca
             reinterpret_cast<unsigned long long *>(counts),
             reinterpret_cast<unsigned long long *>(sums),
             shi,
-            ovf};
+            out};
     for (int bin0 = 0; bin0 < k; bin0 += cap) {
       p.bin0 = bin0;
       p.nbins = k - bin0 < cap ? k - bin0 : cap;
@@ -438,7 +449,7 @@ void histogram(const void *w, int64_t n, int w_dtype, int k, float lo, float sca
       check_launch("hist_kernel launch");
     }
   }
-  hist_finish<<<grid_for(k, kThreads, 2), kThreads, 0, s>>>(k, fx.shift, shi, ovf, sums);
+  hist_finish<<<grid_for(k, kThreads, 2), kThreads, 0, s>>>(k, fx.shift, shi, out, sums);
   check_launch("hist_finish launch");
 }
 

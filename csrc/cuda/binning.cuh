@@ -7,7 +7,8 @@
 //   them; the Python wrapper reads them when it needs them.
 // - relabel does not validate: an index outside [0, table_len) is written as 0 (the CPU raises).
 // - histogram needs `ws` (histogram_workspace_bytes(k) bytes of device memory) and its sums are
-//   exact fixed-point totals (fixsum_hd.h), bitwise identical from run to run; the CPU sums in
+//   exact fixed-point totals (fixsum_hd.h), bitwise identical from run to run, clamped outliers
+//   and NaN/Inf included (integer per-exponent sums, not float atomics); the CPU sums in
 //   float64 in thread order, so the two agree to float64 rounding, not always bit for bit.
 #pragma once
 #include <cstdint>

@@ -19,6 +19,21 @@
 
 namespace wsq::cuda::emu {
 
+// An outlier (|w| >= limit, NaN, Inf) of end bin b into the 2 x kOutSlots words, as hist_kernel adds
+// it (an integer add, so the order of the elements cannot change the words).
+inline void add_outlier(uint64_t *out, int b, float v) {
+  uint64_t a;
+  const int slot = fixsum_out_slot(v, &a);
+  out[(b == 0 ? 0 : kOutSlots) + slot] += a;
+}
+
+// The outlier part of bin r's sum, as hist_finish computes it.
+inline double outlier_total(const uint64_t *out, int r, int k) {
+  if (r == 0)
+    return fixsum_out_total(out);
+  return r == k - 1 ? fixsum_out_total(out + kOutSlots) : 0.0;
+}
+
 // The histogram exactly as hist_kernel accumulates it (shared mode), with `block` elements per
 // simulated block (<= kFixMaxPartial): counts (int64) and sums (float64) of k bins.
 inline void histogram(const float *w, int64_t n, int k, float lo, float scale, int64_t block,
@@ -27,7 +42,7 @@ inline void histogram(const float *w, int64_t n, int k, float lo, float scale, i
   const FixSum fx = fixsum_params(lo, scale, k);
   const float kmax = static_cast<float>(k - 1);
   std::vector<uint64_t> thi(k, 0), tlo(k, 0), cnt(k, 0);
-  std::vector<double> ovf(k, 0.0);
+  std::vector<uint64_t> out(2 * kOutSlots, 0); // outliers of bin 0, then bin k-1, as the kernel
   std::vector<uint64_t> A(k), B(k);
   std::vector<uint32_t> pc(k), p0(k), p1(k), p2(k);
   for (int64_t b0 = 0; b0 < n; b0 += block) {
@@ -53,7 +68,7 @@ inline void histogram(const float *w, int64_t n, int k, float lo, float scale, i
       if (fixsum_ok(v, fx.limit))
         x = fixsum_value(v, fx.mul);
       else
-        ovf[b] += static_cast<double>(v);
+        add_outlier(out.data(), b, v);
       pc[b] += 1u;
       p0[b] += fixsum_p0(x);
       p1[b] += fixsum_p1(x);
@@ -73,7 +88,7 @@ inline void histogram(const float *w, int64_t n, int k, float lo, float scale, i
   }
   for (int r = 0; r < k; ++r) {
     counts[r] = static_cast<int64_t>(cnt[r]);
-    sums[r] = fixsum_to_double(thi[r], tlo[r], fx.shift) + ovf[r];
+    sums[r] = fixsum_to_double(thi[r], tlo[r], fx.shift) + outlier_total(out.data(), r, k);
   }
 }
 
@@ -83,7 +98,7 @@ inline void histogram_private(const float *w, int64_t n, int k, float lo, float 
   const FixSum fx = fixsum_params(lo, scale, k);
   const float kmax = static_cast<float>(k - 1);
   std::vector<uint64_t> A(k, 0), B(k, 0), thi(k, 0), tlo(k, 0);
-  std::vector<double> ovf(k, 0.0);
+  std::vector<uint64_t> out(2 * kOutSlots, 0);
   check(n <= kFixMaxPartial, "histogram_private: n must be < 2^24");
   for (int64_t i = 0; i < n; ++i) {
     const float v = w[i];
@@ -92,7 +107,7 @@ inline void histogram_private(const float *w, int64_t n, int k, float lo, float 
     if (fixsum_ok(v, fx.limit))
       x = fixsum_value(v, fx.mul);
     else
-      ovf[b] += static_cast<double>(v);
+      add_outlier(out.data(), b, v);
     A[b] += fixsum_a(x);
     B[b] += fixsum_b(x);
   }
@@ -101,7 +116,7 @@ inline void histogram_private(const float *w, int64_t n, int k, float lo, float 
     fixsum_partial(A[r], B[r], &hi, &lo64);
     add128(&thi[r], &tlo[r], hi, lo64);
     counts[r] = fixsum_count(A[r]);
-    sums[r] = fixsum_to_double(thi[r], tlo[r], fx.shift) + ovf[r];
+    sums[r] = fixsum_to_double(thi[r], tlo[r], fx.shift) + outlier_total(out.data(), r, k);
   }
 }
 

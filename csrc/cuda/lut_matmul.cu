@@ -8,6 +8,11 @@
 // products are summed across the warp by shuffles in a fixed tree. K-slices are split-K: their
 // partial sums go to a workspace and the last block to finish a row block adds them in slice order
 // (plus the bias), so the result does not depend on scheduling and repeats bit for bit.
+// The partials of all of x would need M * N * ceil(K / 1024) floats (~721 MB at 4096 x 11008 x
+// 4096), so large batches run as several launches over whole batch tiles (chunks of rows of x), each
+// reusing one workspace of at most kPartCapBytes (or one tile's partials, if larger): every output
+// element is still computed by the same tile with the same slice order, so chunking cannot change a
+// bit of it.
 //
 // Fast path (K % 32 == 0, stream 16-byte aligned): a lane's 32 indices are B whole 32-bit words,
 // loaded with 16/8/4-byte loads before any arithmetic (R * B words in flight per lane). Tables of
@@ -36,10 +41,14 @@ __global__ void fill_bias_kernel(float *y, int64_t M, int64_t N, int64_t ldy, co
 
 int mt_for(int64_t M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
 
+constexpr int64_t kPartCapBytes = int64_t{64} << 20; // split-K partials per launch
+
 struct Plan {
   bool fast;
   int mt, rb, smem, S;
-  int64_t nb, mtiles, part_floats;
+  int64_t nb, mtiles;
+  int64_t chunk_mtiles; // batch tiles per launch (all of them unless the partials would be too big)
+  int64_t part_floats;  // partials of one launch
 };
 
 Plan plan_for(int64_t M, int64_t K, int64_t N, int bits, bool fast) {
@@ -53,7 +62,12 @@ Plan plan_for(int64_t M, int64_t K, int64_t N, int bits, bool fast) {
     p.S = 1;
   p.nb = (N + p.rb - 1) / p.rb;
   p.mtiles = (M + p.mt - 1) / p.mt;
-  p.part_floats = p.S > 1 ? p.mtiles * p.S * p.mt * N : 0;
+  p.chunk_mtiles = p.mtiles;
+  if (p.S > 1) {
+    const int64_t per_tile = 4 * static_cast<int64_t>(p.S) * p.mt * N; // bytes of one tile
+    p.chunk_mtiles = std::max<int64_t>(1, std::min(p.mtiles, kPartCapBytes / per_tile));
+  }
+  p.part_floats = p.S > 1 ? p.chunk_mtiles * p.S * p.mt * N : 0;
   return p;
 }
 
@@ -68,8 +82,8 @@ int64_t lut_matmul_workspace_bytes(int64_t M, int64_t K, int64_t N, int bits, in
   {
     const Plan p = plan_for(M, K, N, bits, K % 32 == 0); // the larger of fast / generic needs
     const Plan g = plan_for(M, K, N, bits, false);
-    fma = std::max(align16(4 * p.part_floats) + align16(4 * p.mtiles * p.nb),
-                   align16(4 * g.part_floats) + align16(4 * g.mtiles * g.nb));
+    fma = std::max(align16(4 * p.part_floats) + align16(4 * p.chunk_mtiles * p.nb),
+                   align16(4 * g.part_floats) + align16(4 * g.chunk_mtiles * g.nb));
   }
   if (mode == 1)
     fma = std::max(fma, tc_workspace_bytes(M, K, N));
@@ -109,11 +123,6 @@ void lut_matmul(const float *x, int64_t M, int64_t K, int64_t ldx, const uint8_t
   auto *part = static_cast<float *>(ws);
   auto *count =
       reinterpret_cast<unsigned int *>(static_cast<char *>(ws) + align16(4 * pl.part_floats));
-  if (pl.S > 1)
-    check_cuda(cudaMemsetAsync(count, 0, 4 * pl.mtiles * pl.nb, s),
-               "lut_matmul cudaMemsetAsync(counters)");
-  MM p{x,    M, K,   ldx,  packed, nbytes, N,     bits,     table,
-       bias, y, ldy, part, count,  pl.S,   pl.nb, pl.mtiles};
   GemvFn fn = nullptr;
   switch (pl.mt) {
   case 1:
@@ -133,10 +142,21 @@ void lut_matmul(const float *x, int64_t M, int64_t K, int64_t ldx, const uint8_t
   int per_sm = 0;
   check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, pl.smem),
              "lut_matmul cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  const int64_t tiles = pl.mtiles * pl.nb * pl.S;
-  const int grid = grid_for(tiles, 1, per_sm < 1 ? 1 : per_sm);
-  fn<<<grid, kThreads, pl.smem, s>>>(p);
-  check_launch("lut gemv_kernel launch");
+  // Launches in stream order reuse the workspace safely; chunks start on a batch-tile boundary.
+  const int64_t rows = pl.chunk_mtiles * pl.mt;
+  for (int64_t m0 = 0; m0 < M; m0 += rows) {
+    const int64_t mc = std::min(rows, M - m0);
+    const int64_t mtiles = (mc + pl.mt - 1) / pl.mt;
+    if (pl.S > 1)
+      check_cuda(cudaMemsetAsync(count, 0, 4 * mtiles * pl.nb, s),
+                 "lut_matmul cudaMemsetAsync(counters)");
+    MM p{x + m0 * ldx, mc,   K,     ldx,  packed, nbytes, N,     bits,  table,
+         bias,         y + m0 * ldy, ldy, part, count,  pl.S,   pl.nb, mtiles};
+    const int64_t tiles = mtiles * pl.nb * pl.S;
+    const int grid = grid_for(tiles, 1, per_sm < 1 ? 1 : per_sm);
+    fn<<<grid, kThreads, pl.smem, s>>>(p);
+    check_launch("lut gemv_kernel launch");
+  }
 }
 
 } // namespace wsq::cuda

@@ -19,6 +19,25 @@ int device_count() {
   return n;
 }
 
+std::string device_error() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+  }
+  return n > 0 ? std::string() : std::string("cudaGetDeviceCount returned 0 devices");
+}
+
+int driver_version() {
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return v;
+}
+
 int runtime_version() {
   int v = 0;
   cudaRuntimeGetVersion(&v);

@@ -9,7 +9,11 @@
 namespace wsq::cuda {
 
 int device_count();
+// Why device_count() is 0: the runtime's own error (e.g. "CUDA driver version is insufficient for
+// CUDA runtime version", "no CUDA-capable device is detected"), or "" when it is not 0.
+std::string device_error();
 int runtime_version();
+int driver_version(); // the installed driver's CUDA version (0 when there is no driver)
 // Raises std::runtime_error("<what>: <cuda error string>") when code != 0 (cudaSuccess).
 void check_cuda(int code, const char *what);
 // Checks the launch just made (cudaGetLastError) and names it in the error.
