@@ -1,8 +1,8 @@
 """Codebook lookup kernels (issue 2, kernel 5): dequant, fused LUT matmul, row gather.
 
-Every test runs on each instruction-set level this CPU has (scalar, AVX2, AVX-512), forced through
-wsq._C.set_isa, and holds the kernel to plain PyTorch: dequant and gather exactly, the matmul to
-float64 with an error at most 2x that of torch's own float32 matmul on the same inputs.
+Every test runs on each instruction-set level (scalar, AVX2, AVX-512) through the `isa` fixture of
+conftest.py (a level the CPU lacks is a reported skip), and holds the kernel to plain PyTorch:
+dequant and gather exactly, the matmul to float64 with an error at most 2x that of torch's own float32 matmul on the same inputs.
 """
 
 from __future__ import annotations
@@ -11,24 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsq import _native, ops
+from wsq import ops
 from wsq import reference as ref
 
-_LEVELS = ("scalar", "avx2", "avx512")
 MATMUL_BITS = (1, 2, 3, 4, 5, 7, 8, 11, 16)
-
-
-def _isas() -> list[str]:
-    best = _native.cpu().detected_isa()
-    return list(_LEVELS[: _LEVELS.index(best) + 1])
-
-
-@pytest.fixture(params=_isas())
-def isa(request):
-    c = _native.cpu()
-    c.set_isa(request.param)
-    yield request.param
-    c.set_isa("auto")
 
 
 def _pack(idx: torch.Tensor, bits: int) -> torch.Tensor:
