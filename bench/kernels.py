@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     batches = tuple(int(b) for b in args.batches.split(","))
     bench_matmul(rows, args.quick, isas=tuple(isas), batches=batches)
     info = machine()
+    info["matmul_clock"] = (
+        "thread CPU time (1 thread)" if torch.get_num_threads() == 1 else "wall (perf_counter)"
+    )
     print(f"\n{info}\n")
     print_table(rows, COLUMNS)
     write_json(args.json, {"machine": info, "rows": rows})

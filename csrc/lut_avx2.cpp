@@ -96,6 +96,41 @@ struct Nib4 {
   }
 };
 
+// GEMV (one x row) at b = 4 with K % 32 == 0: every row then starts on a 16-byte group, so x can be
+// permuted once per call into the order the decoder emits naturally (lane 0 the low nibbles, lane 1
+// the high ones, straight from one vpsrlvd) instead of spreading the nibbles into stream order per
+// group: one vpshufb and three logic ops fewer per 32 weights (~20% on Zen 4, one thread).
+// Slot j of the decoded group (nib4_perm): the unpacked dword j = 8q + 4*lane + i holds nibble
+// 2*(4q + i) + lane.
+inline int nib4_perm(int j) { return 2 * (4 * (j / 8) + j % 4) + (j / 4) % 2; }
+
+WSQ_T void gemv4(const Nib4& d, const uint8_t* p, const float* xp, int64_t K, int64_t n0, int64_t n1,
+                 const float* bias, float* y) {
+  const __m256i sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m = _mm256_set1_epi8(15);
+  const __m256i t0 = d.tab[0], t1 = d.tab[1], t2 = d.tab[2], t3 = d.tab[3];
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* g = p + n * (K / 2);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < K; k += 32, g += 16) {
+      const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+      const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(v, sh), m);
+      const __m256i b0 = _mm256_shuffle_epi8(t0, idx), b1 = _mm256_shuffle_epi8(t1, idx);
+      const __m256i b2 = _mm256_shuffle_epi8(t2, idx), b3 = _mm256_shuffle_epi8(t3, idx);
+      const __m256i l01 = _mm256_unpacklo_epi8(b0, b1), h01 = _mm256_unpackhi_epi8(b0, b1);
+      const __m256i l23 = _mm256_unpacklo_epi8(b2, b3), h23 = _mm256_unpackhi_epi8(b2, b3);
+      const float* xk = xp + k;
+      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(l01, l23)), _mm256_loadu_ps(xk), a0);
+      a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(l01, l23)), _mm256_loadu_ps(xk + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(h01, h23)), _mm256_loadu_ps(xk + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(h01, h23)), _mm256_loadu_ps(xk + 24), a3);
+    }
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    y[n] = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q))) + (bias ? bias[n] : 0.0f);
+  }
+}
+
 // b = 8: 8 indices from one 64-bit load, 8 scalar table loads joined into a ymm.
 struct Byte8 {
   static constexpr int kL = 8;
@@ -347,6 +382,14 @@ int64_t gather_avx2(const Packed& w, int64_t num_rows, int64_t row_len, const in
 
 void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                  const float* bias, float* y, int64_t ldy) {
+  if (w.bits == 4 && M == 1 && K % 32 == 0) {
+    const Nib4 d(w);
+    std::vector<float> xp(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; k += 32)
+      for (int j = 0; j < 32; ++j) xp[k + j] = x[k + nib4_perm(j)];
+    for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(d, w.p, xp.data(), K, n0, n1, bias, y); });
+    return;
+  }
   visit(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {

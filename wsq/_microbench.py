@@ -185,21 +185,35 @@ def bench_remap(n: int, rows: list[dict]) -> None:
                      "GB/s": gbps(nb, t), "x copy": gbps(nb, t) / copy_bw})  # fmt: skip
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int = 15) -> dict:
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 15,
+    clock: Callable[[], float] | None = None,
+) -> dict:
     """Median seconds per named fn, timed in interleaved rounds (one call of each per round).
 
     On a shared machine the load drifts during a run; interleaving puts every contender under the
-    same drift, so the ratios between them hold even when the absolute times wander."""
+    same drift, so the ratios between them hold even when the absolute times wander. `clock`
+    defaults to bench_clock()."""
+    clock = bench_clock() if clock is None else clock
     for f in fns.values():
         f()
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_clock() -> Callable[[], float]:
+    """The calling thread's CPU time when torch (and so wsq's OpenMP) runs on one thread: every
+    contender then computes on the calling thread, and time the scheduler gives to other processes
+    of an oversubscribed machine is not counted. Wall time (perf_counter) otherwise."""
+    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
 def _dynamic_int8(wd: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
