@@ -250,7 +250,7 @@ def bench_matmul(
     read bandwidth over the machine's copy bandwidth (a warm copy_ of the dense weight, same run).
     """
     import wsq
-    from wsq import ops
+    from wsq import _native, ops
 
     isas = (ops.get_isa(),) if isas is None else tuple(isas)
     g = torch.Generator().manual_seed(3)
@@ -259,7 +259,8 @@ def bench_matmul(
     for n_out, k_in in shapes:
         w = torch.randn(n_out, k_in, generator=g) * 0.02
         dst = torch.empty_like(w)
-        copy_bw = gbps(2 * w.nbytes, median_time(lambda w=w, d=dst: d.copy_(w)))
+        t_copy = interleaved_medians({"copy": lambda w=w, d=dst: d.copy_(w)}, repeats=repeats)
+        copy_bw = gbps(2 * w.nbytes, t_copy["copy"])
         for bits in bits_list:
             b = wsq.uniform_bins(w, 1 << bits)
             packed = ops.pack(b.indices, bits)
@@ -267,6 +268,23 @@ def bench_matmul(
             wd = b.codebook[b.indices.long()]
             wbf = wd.to(torch.bfloat16)
             q8 = _dynamic_int8(wd)
+            # dequant into a warm buffer (the raw kernel: no allocation) against a warm copy of
+            # the dense weight it rebuilds; ratio > 1: rebuilding beats copying the fp32 weight
+            c_mod, out = _native.cpu(), torch.empty_like(wd)
+            fns = {"copy": lambda wd=wd, o=out: o.copy_(wd)}
+            for level in isas:
+
+                def deq(level=level, p=packed, t=table, b=bits, o=out, c_mod=c_mod):
+                    with ops.use_isa(level):
+                        c_mod.dequant(p.data_ptr(), p.numel(), o.numel(), b, t.data_ptr(),
+                                      o.data_ptr(), 0)  # fmt: skip
+
+                fns[level] = deq
+            t = interleaved_medians(fns, repeats=repeats)
+            for level in isas:
+                rows.append({"kernel": f"dequant {n_out}x{k_in} b={bits} -> fp32", "isa": level,
+                             "ms": t[level] * 1e3, "GB/s": gbps(packed.numel() + wd.nbytes, t[level]),
+                             "x copy_": t["copy"] / t[level]})  # fmt: skip
             for m in batches:
                 x = torch.randn(m, k_in, generator=g)
                 xbf = x.to(torch.bfloat16)
