@@ -8,7 +8,8 @@ def info() -> dict:
 
     Keys: ``version``; ``cuda_built`` (wsq._cuda exists); ``cuda_available`` (built and a device is
     visible; this call may initialise the CUDA runtime, import does not); ``cuda_devices``;
-    ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512); ``cpu_isa_detected``;
+    ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512, capped by ``WSQ_ISA`` or
+    ``wsq.ops.set_isa``); ``cpu_isa_detected`` (the CPU's best);
     ``cpu_features`` (flags seen on this CPU); ``openmp_threads``; ``torch``.
     """
     import torch
