@@ -64,10 +64,15 @@ class _IsaReport:
     """Header and summary lines (a registered plugin, so they add to this file's own hooks)."""
 
     def pytest_report_header(self, config):
+        import wsq
+
         have, lacking = _isa_levels()
+        note = ""
+        if "avx512" in have and "avx512vbmi" not in wsq.info()["cpu_features"]:
+            note = " (no AVX-512 VBMI: the LUT kernels run their AVX2 path at avx512)"
         return (
             f"wsq kernel ISA levels: runs {', '.join(have)}; "
-            f"not run (CPU lacks): {', '.join(lacking) or 'none'}"
+            f"not run (CPU lacks): {', '.join(lacking) or 'none'}{note}"
         )
 
     def pytest_terminal_summary(self, terminalreporter):
