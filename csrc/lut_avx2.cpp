@@ -3,13 +3,14 @@
 //   b <= 3   8 indices; the table replicated into one ymm, looked up with vpermps (which reads the
 //            low 3 bits, so the neighbours' bits left above are ignored);
 //   b = 4    32 indices; vpshufb on four byte planes of the 16-entry table (byte j of every entry),
-//            re-interleaved into floats. vpshufb is a cheap in-lane shuffle on every AVX2 core,
-//            where the two vpermps + blend of a 16-entry float table cost twice the shuffle slots
-//            (T-MAC and llama.cpp's IQ4_NL use the same pshufb lookup on int8 tables; here the
-//            four planes keep the float32 values exact);
+//            re-interleaved into floats. vpshufb is a cheap in-lane shuffle on every AVX2 core;
+//            the two vpermps + blend per 8 values of a 16-entry float table (plus the shifts
+//            that place the index bits) measured ~15% slower on Zen 4, one thread (T-MAC and
+//            llama.cpp's IQ4_NL use the same pshufb lookup on int8 tables; here the four planes
+//            keep the float32 values exact);
 //   b = 8    8 indices read with one 64-bit load, values fetched with 8 scalar loads: on Zen 4 the
-//            vgatherdps it replaces is ~2x slower, and on Intel cores gathers slowed further with
-//            the GDS microcode fix;
+//            vgatherdps it replaces measured 1.3-1.7x slower, and Intel's GDS (Downfall)
+//            microcode fix is documented to slow gathers further;
 //   other    gathers from the table in L1/L2.
 // fp16/bf16 outputs are converted by the scalar code of common.h (AVX2 does not imply F16C).
 #include "lut_impl.h"
@@ -99,7 +100,7 @@ struct Nib4 {
 // GEMV (one x row) at b = 4 with K % 32 == 0: every row then starts on a 16-byte group, so x can be
 // permuted once per call into the order the decoder emits naturally (lane 0 the low nibbles, lane 1
 // the high ones, straight from one vpsrlvd) instead of spreading the nibbles into stream order per
-// group: one vpshufb and three logic ops fewer per 32 weights (~20% on Zen 4, one thread).
+// group: one vpshufb and three logic ops fewer per 32 weights (10-20% on Zen 4, one thread).
 // Slot j of the decoded group (nib4_perm): the unpacked dword j = 8q + 4*lane + i holds nibble
 // 2*(4q + i) + lane.
 inline int nib4_perm(int j) { return 2 * (4 * (j / 8) + j % 4) + (j / 4) % 2; }
