@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["matmul"], help="time only the LUT matmul rows")
     ap.add_argument("--threads", type=int, help="torch and OpenMP threads (default: torch's)")
     ap.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes (matmul)")
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds per matmul row")
     args = ap.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         bench_binning(n, rows, args.quick)
         bench_remap(n, rows)
     batches = tuple(int(b) for b in args.batches.split(","))
-    bench_matmul(rows, args.quick, isas=tuple(isas), batches=batches)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    bench_matmul(rows, args.quick, isas=tuple(isas), batches=batches, repeats=args.repeats)
     info = machine()
     info["matmul_clock"] = (
         "thread CPU time (1 thread)" if torch.get_num_threads() == 1 else "wall (perf_counter)"
