@@ -87,32 +87,6 @@ struct Small {
   }
 };
 
-// GEMV (one x row) at b = 4 with K % 128 == 0: every row starts on a 64-byte block whose dword i
-// holds indices 8i..8i+7, so shifting the block right by 4s leaves index 8i+s in the low nibble of
-// lane i, and vpermps reads only those 4 bits. x is permuted once per call to match (slot 16s + i
-// = x[8i + s]), which drops the nibble interleave and byte widening of Small<4> from every 16
-// weights (standalone loop on Zen 4, one thread, 4096 x 4096: 0.55-0.60 vs 0.87-0.95 ms with the
-// SMT sibling idle, equal when the sibling is busy).
-inline int nib4_perm(int j) { return 8 * (j % 16) + j / 16; }
-
-WSQ_T void gemv4(const Packed& w, const float* xp, int64_t K, int64_t n0, int64_t n1, const float* bias,
-                 float* y) {
-  const __m512 t = _mm512_loadu_ps(w.table);  // exactly 16 entries at b = 4
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* g = w.p + n * (K / 2);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t k = 0; k < K; k += 128, g += 64) {
-      const __m512i v = _mm512_loadu_si512(g);
-      #pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s)
-        acc[s & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4 * s), t),
-                                     _mm512_loadu_ps(xp + k + 16 * s), acc[s & 3]);
-    }
-    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    y[n] = _mm512_reduce_add_ps(sum) + (bias ? bias[n] : 0.0f);
-  }
-}
-
 // b = 5..8: 64 indices (8b bytes) per group. One vpermb copies, for each run of 4 consecutive
 // indices, the <= 4 stream bytes holding it into a 4-byte slot of a qword; vpmultishiftqb then
 // extracts each index into its own byte. The slots are ordered so that, after the four byte-plane
@@ -422,13 +396,6 @@ int64_t gather_avx512(const Packed& w, int64_t num_rows, int64_t row_len, const 
 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy) {
-  if (w.bits == 4 && M == 1 && K % 128 == 0) {
-    std::vector<float> xp(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; k += 128)
-      for (int j = 0; j < 128; ++j) xp[k + j] = x[k + nib4_perm(j)];
-    for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(w, xp.data(), K, n0, n1, bias, y); });
-    return;
-  }
   visit(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {
