@@ -3,14 +3,22 @@
 Validates every kernel against wsq.reference at a small size first, then times (median of repeats,
 same thread count on both sides). Ratios > 1 mean wsq is faster / moves bytes faster.
 
-    python bench/kernels.py [--n 50000000] [--quick] [--json PATH]
+    python bench/kernels.py [--n 50000000] [--quick] [--json PATH] [--isa avx2,avx512]
+                            [--only matmul] [--threads T]
+
+--isa times the LUT matmul at each listed level (default: every SIMD level this CPU has, e.g.
+the AVX2 path forced on an AVX-512 machine beside its own AVX-512 path), each against torch's
+dense fp32 / bf16 F.linear and dynamic int8 Linear in the same interleaved rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import torch
 from _timing import machine, print_table, write_json
+
+from wsq import ops
 
 # The benchmark logic lives in the package so that `wsq bench` runs the same code at quick sizes.
 from wsq._microbench import COLUMNS, bench_binning, bench_matmul, bench_remap, validate
@@ -25,15 +33,38 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not figures)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--isa", help="comma-separated levels for the matmul rows (default: all SIMD)")
+    ap.add_argument("--only", choices=["matmul"], help="time only the LUT matmul rows")
+    ap.add_argument("--threads", type=int, help="torch and OpenMP threads (default: torch's)")
+    ap.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes (matmul)")
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds per matmul row")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)  # wsq's OpenMP kernels follow torch's setting
+    levels = ops.isa_levels()
+    isas = [lv for lv in levels if lv != "scalar"] or ["scalar"]
+    if args.isa:
+        isas = [v.strip() for v in args.isa.split(",") if v.strip()]
+        bad = [v for v in isas if v not in levels]
+        if bad:
+            ap.error(f"--isa {','.join(bad)}: not available on this CPU (has {', '.join(levels)})")
     n = 2_000_000 if args.quick else args.n
     validate()
     print("validation: all kernels match wsq.reference")
     rows: list[dict] = []
-    bench_binning(n, rows, args.quick)
-    bench_remap(n, rows)
-    bench_matmul(rows, args.quick)
+    if args.only != "matmul":
+        bench_binning(n, rows, args.quick)
+        bench_remap(n, rows)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    bench_matmul(rows, args.quick, isas=tuple(isas), batches=batches, repeats=args.repeats)
     info = machine()
+    info["matmul_clock"] = (
+        "thread CPU time (1 thread)" if torch.get_num_threads() == 1 else "wall (perf_counter)"
+    )
     print(f"\n{info}\n")
     print_table(rows, COLUMNS)
     write_json(args.json, {"machine": info, "rows": rows})

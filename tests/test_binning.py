@@ -28,13 +28,6 @@ EPS64 = 2.0**-53
 SHAPES = [1, 3, 53, 113, 1023, 1025, 100_003]  # odd sizes around vector widths and blocks
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa("auto")
-
-
 def _data(kind: str, n: int, g: torch.Generator) -> torch.Tensor:
     if kind == "normal":
         return torch.randn(n, generator=g) * 0.05

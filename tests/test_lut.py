@@ -1,8 +1,8 @@
 """Codebook lookup kernels (issue 2, kernel 5): dequant, fused LUT matmul, row gather.
 
-Every test runs on each instruction-set level this CPU has (scalar, AVX2, AVX-512), forced through
-wsq._C.set_isa, and holds the kernel to plain PyTorch: dequant and gather exactly, the matmul to
-float64 with an error at most 2x that of torch's own float32 matmul on the same inputs.
+Every test runs on each instruction-set level (scalar, AVX2, AVX-512) through the `isa` fixture of
+conftest.py (a level the CPU lacks is a reported skip), and holds the kernel to plain PyTorch:
+dequant and gather exactly, the matmul to float64 with an error at most 2x that of torch's own float32 matmul on the same inputs.
 """
 
 from __future__ import annotations
@@ -11,24 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsq import _native, ops
+from wsq import ops
 from wsq import reference as ref
 
-_LEVELS = ("scalar", "avx2", "avx512")
 MATMUL_BITS = (1, 2, 3, 4, 5, 7, 8, 11, 16)
-
-
-def _isas() -> list[str]:
-    best = _native.cpu().detected_isa()
-    return list(_LEVELS[: _LEVELS.index(best) + 1])
-
-
-@pytest.fixture(params=_isas())
-def isa(request):
-    c = _native.cpu()
-    c.set_isa(request.param)
-    yield request.param
-    c.set_isa("auto")
 
 
 def _pack(idx: torch.Tensor, bits: int) -> torch.Tensor:
@@ -178,6 +164,8 @@ SHAPES = [
     (65, 53, 1023),
     (65, 1023, 1),
     (65, 3, 53),
+    (1, 4096, 33),  # K % 32 == 0 at one x row: the AVX2 4-bit GEMV with x permuted per call
+    (1, 96, 7),
 ]
 
 
@@ -209,6 +197,23 @@ def test_lut_matmul_eye_gives_weight_exactly(isa, bits):
         idx, cb, table, packed = _case(n * k, bits, 100)
         y = ops.lut_matmul(torch.eye(k), packed, n, bits, table)
         assert torch.equal(y.T, cb[idx].reshape(n, k))
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_lut_gemv_one_hot_x_reads_each_column_exactly(isa, bits):
+    # x = e_j gives column j of W bit for bit: catches any slot of a decoded group summed against
+    # the wrong x element (the AVX2 4-bit GEMV reorders x to its decoder's lane order)
+    g = torch.Generator().manual_seed(bits)
+    for k in (32, 96, 128, 384, 4096, 100):
+        n = 37
+        idx, cb, table, packed = _case(n * k, bits, None, g)
+        w = cb[idx].reshape(n, k)
+        bias = torch.randn(n, generator=g)
+        for j in sorted({0, 1, 2, 15, 16, 17, 30, 31, k // 2 + 5, k - 1}):
+            x = torch.zeros(1, k)
+            x[0, j] = 1.0
+            assert torch.equal(ops.lut_matmul(x, packed, n, bits, table)[0], w[:, j]), (k, j)
+            assert torch.equal(ops.lut_matmul(x, packed, n, bits, table, bias)[0], w[:, j] + bias)
 
 
 def test_lut_matmul_strided_x(isa):

@@ -25,13 +25,6 @@ BITS = list(range(1, 17))
 DTYPES = [torch.uint8, torch.uint16, torch.int32, torch.int64]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa("auto")
-
-
 @contextlib.contextmanager
 def _level(name: str):
     """set_isa for hypothesis tests (function-scoped fixtures do not reset between examples)."""

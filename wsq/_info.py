@@ -10,7 +10,8 @@ def info() -> dict:
     visible; this call may initialise the CUDA runtime, import does not); ``cuda_devices``;
     ``cuda_error`` (why ``cuda_available`` is False: the CUDA runtime's own error text, such as a
     driver older than the runtime, or why wsq._cuda failed to load; "" when a device is seen);
-    ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512); ``cpu_isa_detected``;
+    ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512, capped by ``WSQ_ISA`` or
+    ``wsq.ops.set_isa``); ``cpu_isa_detected`` (the CPU's best);
     ``cpu_features`` (flags seen on this CPU); ``openmp_threads``; ``torch``.
     """
     import torch

@@ -4,7 +4,8 @@ Every kernel is first validated against wsq.reference at a small size, then time
 repeats, same thread count on both sides). Rows are dicts; ratios > 1 mean wsq is faster or moves
 bytes faster: "x copy" is the kernel's bandwidth over the machine's copy bandwidth measured in the
 same run (torch clone of the same bytes), "vs torch fp32" is torch's dense F.linear time over
-wsq's LUT matmul time, "vs wsq" is a peer's time over wsq's.
+wsq's LUT matmul time ("vs bf16" and "vs int8 dyn" the same for torch's bf16 F.linear and dynamic
+int8 Linear), "vs wsq" is a peer's time over wsq's.
 """
 
 from __future__ import annotations
@@ -184,33 +185,132 @@ def bench_remap(n: int, rows: list[dict]) -> None:
                      "GB/s": gbps(nb, t), "x copy": gbps(nb, t) / copy_bw})  # fmt: skip
 
 
-def bench_matmul(rows: list[dict], quick: bool, *, batches=(1, 8, 64), shapes=None) -> None:
-    """lut_matmul against torch's dense fp32 F.linear on the dequantized weight.
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 15,
+    clock: Callable[[], float] | None = None,
+) -> dict:
+    """Median seconds per named fn, timed in interleaved rounds (one call of each per round).
+
+    On a shared machine the load drifts during a run; interleaving puts every contender under the
+    same drift, so the ratios between them hold even when the absolute times wander. `clock`
+    defaults to bench_clock()."""
+    clock = bench_clock() if clock is None else clock
+    for f in fns.values():
+        f()
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = clock()
+            f()
+            times[k].append(clock() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_clock() -> Callable[[], float]:
+    """The calling thread's CPU time when torch (and so wsq's OpenMP) runs on one thread: every
+    contender then computes on the calling thread, and time the scheduler gives to other processes
+    of an oversubscribed machine is not counted. Wall time (perf_counter) otherwise."""
+    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
+def _dynamic_int8(wd: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch's dynamic int8 Linear (fbgemm / x86 engine): the peer a CPU user would pick."""
+    import warnings
+
+    lin = torch.nn.Linear(wd.shape[1], wd.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(wd)
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    return q
+
+
+def bench_matmul(
+    rows: list[dict],
+    quick: bool,
+    *,
+    batches=(1, 8, 64),
+    shapes=None,
+    isas: tuple[str, ...] | None = None,
+    bits_list=(4, 8),
+    repeats: int = 15,
+) -> None:
+    """lut_matmul at each ISA level against its peers on the same inputs and threads: torch's dense
+    fp32 and bf16 F.linear on the dequantized weight, and torch's dynamic int8 Linear.
 
     shapes: (out_features, in_features) pairs (default 4096x4096, plus 11008x4096 unless quick).
+    isas: levels to time wsq at (default: the active one). Every contender of one (shape, batch)
+    is timed in the same interleaved rounds (interleaved_medians). "x copy" is the packed weight's
+    read bandwidth over the machine's copy bandwidth (a warm copy_ of the dense weight, same run).
     """
     import wsq
-    from wsq import ops
+    from wsq import _native, ops
 
+    isas = (ops.get_isa(),) if isas is None else tuple(isas)
     g = torch.Generator().manual_seed(3)
     if shapes is None:
         shapes = [(4096, 4096)] if quick else [(4096, 4096), (11008, 4096)]
     for n_out, k_in in shapes:
         w = torch.randn(n_out, k_in, generator=g) * 0.02
-        for bits in (4, 8):
+        dst = torch.empty_like(w)
+        t_copy = interleaved_medians({"copy": lambda w=w, d=dst: d.copy_(w)}, repeats=repeats)
+        copy_bw = gbps(2 * w.nbytes, t_copy["copy"])
+        for bits in bits_list:
             b = wsq.uniform_bins(w, 1 << bits)
             packed = ops.pack(b.indices, bits)
             table = ops.lut_table(b.codebook, bits)
             wd = b.codebook[b.indices.long()]
+            wbf = wd.to(torch.bfloat16)
+            q8 = _dynamic_int8(wd)
+            # dequant into a warm buffer (the raw kernel: no allocation) against a warm copy of
+            # the dense weight it rebuilds; ratio > 1: rebuilding beats copying the fp32 weight
+            c_mod, out = _native.cpu(), torch.empty_like(wd)
+            fns = {"copy": lambda wd=wd, o=out: o.copy_(wd)}
+            for level in isas:
+
+                def deq(level=level, p=packed, t=table, b=bits, o=out, c_mod=c_mod):
+                    with ops.use_isa(level):
+                        c_mod.dequant(p.data_ptr(), p.numel(), o.numel(), b, t.data_ptr(),
+                                      o.data_ptr(), 0)  # fmt: skip
+
+                fns[level] = deq
+            t = interleaved_medians(fns, repeats=repeats)
+            for level in isas:
+                rows.append({"kernel": f"dequant {n_out}x{k_in} b={bits} -> fp32", "isa": level,
+                             "ms": t[level] * 1e3, "GB/s": gbps(packed.numel() + wd.nbytes, t[level]),
+                             "x copy_": t["copy"] / t[level]})  # fmt: skip
             for m in batches:
                 x = torch.randn(m, k_in, generator=g)
-                t_ref = median_time(lambda x=x, wd=wd: F.linear(x, wd))
-                t = median_time(
-                    lambda x=x, p=packed, t=table, o=n_out, b=bits: ops.lut_matmul(x, p, o, b, t)
-                )
-                rows.append({"kernel": f"lut_matmul {n_out}x{k_in} b={bits} batch={m}",
-                             "ms": t * 1e3, "torch ms": t_ref * 1e3, "vs torch fp32": t_ref / t,
-                             "W GB/s": gbps(packed.numel(), t)})  # fmt: skip
+                xbf = x.to(torch.bfloat16)
+                fns = {
+                    "fp32": lambda x=x, wd=wd: F.linear(x, wd),
+                    "bf16": lambda x=xbf, wd=wbf: F.linear(x, wd),
+                    "int8": lambda x=x, q=q8: q(x),
+                }
+                for level in isas:
+
+                    def run_at(level=level, x=x, p=packed, t=table, o=n_out, b=bits):
+                        with ops.use_isa(level):
+                            return ops.lut_matmul(x, p, o, b, t)
+
+                    fns[level] = run_at
+                with torch.no_grad():
+                    t = interleaved_medians(fns, repeats=repeats)
+                for level in isas:
+                    tw = t[level]
+                    rows.append({"kernel": f"lut_matmul {n_out}x{k_in} b={bits} batch={m}",
+                                 "isa": level, "ms": tw * 1e3, "torch ms": t["fp32"] * 1e3,
+                                 "vs torch fp32": t["fp32"] / tw, "vs bf16": t["bf16"] / tw,
+                                 "vs int8 dyn": t["int8"] / tw, "W GB/s": gbps(packed.numel(), tw),
+                                 "x copy": gbps(packed.numel(), tw) / copy_bw,
+                                 "copy GB/s": copy_bw, "bf16 ms": t["bf16"] * 1e3,
+                                 "int8 dyn ms": t["int8"] * 1e3})  # fmt: skip
 
 
 def _fmt(v) -> str:
@@ -232,6 +332,7 @@ def print_table(rows: list[dict], columns: list[str], file=None) -> None:
 
 COLUMNS = [
     "kernel",
+    "isa",
     "n",
     "ms",
     "GB/s",
@@ -239,6 +340,8 @@ COLUMNS = [
     "x copy_",
     "torch ms",
     "vs torch fp32",
+    "vs bf16",
+    "vs int8 dyn",
     "W GB/s",
     "vs wsq",
 ]

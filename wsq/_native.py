@@ -7,7 +7,11 @@ module only when a CUDA tensor reaches a kernel, so a CPU-only machine never tou
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
+
+# Instruction-set levels of the CPU kernels, lowest first (csrc/cpu_features.h).
+ISA_LEVELS = ("scalar", "avx2", "avx512")
 
 
 @functools.cache
@@ -19,6 +23,14 @@ def cpu() -> ModuleType:
             "wsq's C++ extension wsq._C could not be imported; reinstall wsq with "
             f"`pip install .` (underlying error: {e})"
         ) from e
+    # WSQ_ISA caps the kernel level for the whole process (a test or bench run of a lower path on
+    # a bigger CPU). Read here, at the first kernel call, so that `import wsq` stays free of it.
+    want = os.environ.get("WSQ_ISA", "").strip().lower()
+    if want:
+        try:
+            _C.set_isa(want)
+        except ValueError as e:
+            raise ValueError(f"environment variable WSQ_ISA={want!r}: {e}") from None
     return _C
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from wsq import _native
+from wsq._isa import get_isa, isa_levels, set_isa, use_isa
 from wsq.reference import bin_scale, bits_for, index_dtype
 
 __all__ = [
@@ -34,6 +35,10 @@ __all__ = [
     "lut_matmul",
     "gather_rows",
     "packed_bytes",
+    "get_isa",
+    "set_isa",
+    "use_isa",
+    "isa_levels",
 ]
 
 # dtype codes shared with csrc/common.h (enum DType)
