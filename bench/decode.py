@@ -1,7 +1,7 @@
 """Token-by-token decoding of a LLaMA-shaped model: dense fp32 / bf16, dynamic int8 and wsq, one run.
 
 The model is transformers' ``LlamaForCausalLM`` built from a config with seeded random weights
-(nothing is downloaded; default ~218M parameters: hidden 1024, 12 layers, MLP 2816, vocabulary
+(nothing is downloaded; default 219.7M parameters: hidden 1024, 12 layers, MLP 2816, vocabulary
 32000, untied head). Each variant generates ``--tokens`` new tokens greedily at batch 1 with the KV
 cache from the same prompt; the variants are timed round-robin (each repeat runs every variant once,
 so machine noise hits them alike), with the same torch/OpenMP thread count, and the median tokens/s
@@ -23,6 +23,9 @@ values the wsq layers compute with):
 Resident memory: each variant is also built in a fresh process, the dense source dropped, then the
 RSS (VmRSS) above the process's baseline after imports, and the peak (VmHWM, reset before
 generation) while generating, are read from /proc/self/status.
+
+On a machine shared with other jobs use --threads 1: with more runnable threads than cores every
+OpenMP parallel region (wsq, int8 and bf16 run ~85 per token) waits for a descheduled thread.
 
     python bench/decode.py [--tokens 128] [--repeats 3] [--hidden 1024 --layers 12 ...] [--json PATH]
 """
