@@ -939,6 +939,12 @@ def load(path: str | os.PathLike, model: torch.nn.Module) -> Any:
     Returns a wsq.Compressed whose model computes exactly what the saved one did. The file's names
     and shapes are matched against ``model.state_dict()`` before any stream is decoded (FormatError
     listing missing/unexpected names), so the model bounds what loading allocates.
+
+    `model` itself is not modified (the result is built from a copy without its compressed
+    parameters), so its own dense weights stay allocated while the caller holds it: build it on the
+    meta device (with real non-persistent buffers) to never hold dense weights. Beyond `model`,
+    loading holds the packed indices and, while decoding, the decoded indices (below the
+    dense bytes; tests/test_io_memory.py).
     """
     from wsq import ops
     from wsq.compress import Compressed
