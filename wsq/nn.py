@@ -15,9 +15,10 @@ owning a compressed parameter has its class swapped in place (the way torch.nn.u
   only.
 
 Every swapped module keeps its packed indices (uint8, LSB-first, ``numel * bits`` bits) as a buffer
-``<param>_packed`` and ONE lookup table as the buffer ``wsq_table`` (persistent: a state dict carries its codebook): the codebook
-padded with NaN to ``2**bits`` float32 entries, the very same tensor object in every module of the
-model. The model's parameter memory is therefore the packed size. ``.to(device)``, ``.cuda()``,
+``<param>_packed`` and ONE lookup table as the buffer ``wsq_table``: the codebook padded with NaN to
+``2**bits`` float32 entries, the very same tensor object in every module of the model. The table is
+persistent, so a state dict carries its codebook; loading one checks it (see
+``_Quantized._load_from_state_dict``). The model's parameter memory is therefore the packed size. ``.to(device)``, ``.cuda()``,
 ``.half()`` etc. keep that single table (and tied packed tensors) shared; dtype conversions change the
 dtype the layers compute in, never the float32 table.
 
