@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from wsq import metrics, nn
+from wsq import entropy, metrics, nn  # entropy imports no native module until a call
 from wsq._info import info
 from wsq.binning import Binning, uniform_bins
 from wsq.compress import Compressed, compress
@@ -30,6 +30,7 @@ __all__ = [
     "compress",
     "Compressed",
     "nn",
+    "entropy",
     "merge",
     "metrics",
     "search",

@@ -1,4 +1,4 @@
-"""The ``wsq`` command: ``wsq compress [SPEC]``, ``wsq info FILE``, ``wsq bench``.
+"""The ``wsq`` command: ``wsq compress [SPEC]``, ``wsq info [FILE]``, ``wsq bench``.
 
 ``wsq compress`` runs the whole method on one model: the baseline, a k=1024 binning (the paper's
 "Random UB" row), the NSGA-II search, the merge of the best front solutions, entropy coding; it
@@ -538,9 +538,36 @@ def _cmd_compress(args) -> int:
     return 0
 
 
+def _build_info(as_json: bool) -> int:
+    """``wsq info`` without FILE: this installation's build (both compiled modules, loaded)."""
+    import importlib
+
+    from wsq._info import info
+
+    d = info()
+    problems = []
+    for key, name in (("cpu_module", "wsq._C"), ("cuda_module", "wsq._cuda")):
+        try:
+            d[key] = importlib.import_module(name).__file__
+        except ImportError as e:
+            d[key] = None
+            if key == "cpu_module" or d["cuda_built"]:  # present but not loadable: a broken install
+                problems.append(f"{name}: {_one_line(e)}")
+    if as_json:
+        print(json.dumps(_json_safe(dict(d, ok=not problems, problems=problems))))
+    else:
+        for k, v in d.items():
+            print(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}")
+        for p in problems:
+            print(f"wsq info: DEFECT: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _cmd_info(args) -> int:
     from wsq.errors import FormatError
 
+    if args.file is None:
+        return _build_info(args.json)
     path = args.file
     if not os.path.exists(path):
         raise CliError(f"no such file: {path!r}")
@@ -622,8 +649,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the summary as JSON only")
     c.set_defaults(func=_cmd_compress)
 
-    i = sub.add_parser("info", help="describe a wsq file and verify its checksums")
-    i.add_argument("file", metavar="FILE")
+    i = sub.add_parser(
+        "info", help="describe a wsq file and verify its checksums; without FILE, this build"
+    )
+    i.add_argument("file", metavar="FILE", nargs="?", default=None)
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_cmd_info)
 
