@@ -246,7 +246,11 @@ def markdown(name, task, cfg, paper, sens, peers, ctimes, checks, total_s, quick
             f"{_t(hv['seconds'][s])} |"
         )
     L.append(f"\nReference point (drop, bits): ({hv['ref'][0]:.4g}, {hv['ref'][1]:.4g}).")
-    L += ["", "## Beyond the paper: sensitivity-aware steps on one shared grid (wsq._rd)", ""]
+    L += [
+        "",
+        "## Beyond the paper: sensitivity-aware steps on one shared grid (wsq.tune, wsq.grid)",
+        "",
+    ]
     if sens.get("headline"):
         h = sens["headline"]
         L.append(
