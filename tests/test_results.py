@@ -97,6 +97,12 @@ def test_peer_files_are_real_and_count_every_table(tmp_path):
 # ----------------------------------------------------------------------------- the script
 
 
+def test_smallest_k_doubles_then_bisects():
+    rows, k = peers.smallest_k(lambda k: {"decide": min(1.0, k / 37)}, 1.0, 1024)
+    assert rows["decide"] == 1.0 and sorted(k)[-1] == 64 and 37 in k and 36 in k
+    assert peers.smallest_k(lambda k: {"decide": 0.0}, 0.5, 16)[0] is None
+
+
 def test_results_script_quick(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
@@ -118,6 +124,16 @@ def test_results_script_quick(tmp_path):
         assert p["cr"] > 1 and 0 <= p["decide"] <= 1 and p["bits"] > 0
     hv = data["paper"]["hypervolume"]
     assert hv["evaluations"]["nsga2"] == hv["evaluations"]["sweep"]
-    assert len(data["targets"]) == 4  # CR, front vs k-means, two time ratios
+    # CR, front vs k-means, two time ratios, grid vs peers at equal bits and at the same bar
+    assert len(data["targets"]) == 6
+    bar = data["paper"]["baseline"]["decide"] - data["tolerance"]
+    tuned = [p for p in data["peers"] if p.get("tuned")]
+    assert {p["method"] for p in tuned} == {
+        "1-D k-means (exact Lloyd), global, k tuned to the tolerance",
+        "1-D k-means (exact Lloyd), per layer, k tuned to the tolerance",
+    }
+    assert all(p["decide"] >= bar for p in tuned)
     md = (tmp_path / "digits.md").read_text()
     assert "| + ANS |" in md and "QUICK" in md
+    # the quick run is not the paper's budget, and its heading says what ran
+    assert "reduced budget: NSGA-II pop 6 x 2 generations" in md
