@@ -1,9 +1,12 @@
 """The ``wsq`` command: ``wsq compress [SPEC]``, ``wsq info FILE``, ``wsq bench``.
 
-``wsq compress`` runs the whole method on one model: the baseline, a k=1024 binning (the paper's
-"Random UB" row), the NSGA-II search, the merge of the best front solutions, entropy coding; it
-prints the paper-style table and writes front.csv, front.json, front.png, summary.json and the
-chosen compressed file (model.wsq) into --out. Every decision (which solutions, which merges, which
+``wsq compress`` runs wsq's methods on one model at the same tolerance: the baseline, a k=1024
+binning (the paper's "Random UB" row), the uniform method (NSGA-II search over k, the merge of the
+best front solutions, entropy coding) and the grid method (wsq.tune: per-tensor steps on one shared
+grid, plain and rate-aware); ``--method auto`` (default) keeps the smaller file. It prints the
+paper-style table with both methods' rows and writes summary.json, the chosen compressed file
+(model.wsq) and, when the uniform method ran, front.csv/json/png into --out (all at the end, so a
+failed run leaves --out as it was). Every decision (which solutions, which merges, which
 file) uses the validation evaluate only; the test evaluate is only reported.
 
 Exit codes: 0 success; 1 ``wsq info`` found a defective file; 2 usage errors (a bad SPEC, an
@@ -752,9 +755,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compress",
         help="search, merge and entropy-code a model (no SPEC: the embedded digits default)",
-        description="Search the Pareto front (NSGA-II), merge the best solutions' bins, entropy-"
-        "code, print the paper-style table and write front.csv/json/png, summary.json and "
-        "model.wsq into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
+        description="Compress with the paper's uniform method (NSGA-II over k, merge, entropy "
+        "coding) and the grid method (wsq.tune) at the same --tolerance, keep the smaller file, "
+        "print the paper-style table with both methods' rows and write model.wsq, summary.json "
+        "(and front.csv/json/png from the uniform search) into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
         "(model, evaluate) or (model, evaluate, test_evaluate); 'minilm' for all-MiniLM-L6-v2 "
         "(needs wsq[hf]); none: a small CNN on scikit-learn's digits.",
     )
