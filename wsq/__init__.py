@@ -9,11 +9,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from wsq import entropy, metrics, nn  # entropy imports no native module until a call
+from wsq import entropy, grid, metrics, nn  # entropy imports no native module until a call
 from wsq._info import info
 from wsq.binning import Binning, uniform_bins
 from wsq.compress import Compressed, compress
 from wsq.errors import FormatError
+from wsq.grid import tune
 from wsq.io import load, load_state_dict, save
 from wsq.merge import merge
 from wsq.search import SearchResult, search
@@ -35,4 +36,6 @@ __all__ = [
     "metrics",
     "search",
     "SearchResult",
+    "grid",
+    "tune",
 ]
