@@ -55,10 +55,11 @@ def test_gate_counts_and_limits(tmp_path, capsys):
 def test_gate_on_a_real_pytest_run_of_zero_tests(tmp_path):
     """pytest -k selecting nothing exits 5; the old gpu_check step took that as success."""
     xml = tmp_path / "z.xml"
+    here = Path(wsq.__file__).resolve().parents[1]  # `-m` puts the cwd first on sys.path
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
          f"--junitxml={xml}", str(Path(__file__)), "-k", "no_such_test_name"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True, text=True, cwd=here,
     )  # fmt: skip
     assert r.returncode == 5
     assert pytest_gate.main([str(xml), str(r.returncode), "--min-passed", "1"]) == 1

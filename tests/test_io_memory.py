@@ -73,7 +73,7 @@ def test_load_peak_below_dense_bytes(tmp_path, k):
     def child(step: str) -> dict:
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, str(tmp_path / "m.wsq"), str(k), step],
-            capture_output=True, text=True, check=True, env=env, timeout=600,
+            capture_output=True, text=True, check=True, env=env, timeout=600, cwd=root,
         )  # fmt: skip
         return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -65,8 +65,11 @@ def test_forced_level_changes_results_only_in_summation_order():
 
 def _run(env_isa: str, code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, WSQ_ISA=env_isa)
+    # `python -c` puts its working directory first on sys.path: run it beside the wsq under test
+    # (the source tree in a dev build, site-packages under the wheel), not a bare checkout's wsq/.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(wsq.__file__)))
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=here
     )
 
 
