@@ -30,9 +30,9 @@ import torch.nn as nn
 from _timing import machine, median_time, print_table, write_json
 
 import wsq
-from wsq._digits import DigitsCNN, splits, train
-from wsq._minilm import SENTENCES as MINILM_SENTENCES
-from wsq._minilm import embed, load_bert, model_path
+from wsq.examples.digits import DigitsCNN, splits, train
+from wsq.examples.minilm import SENTENCES as MINILM_SENTENCES
+from wsq.examples.minilm import embed, load_bert, model_path
 from wsq.reference import fake_quant_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsq import ops
-from wsq.compress import Compressed, Pool, collect_pool, compress
+from wsq.core.compress import Compressed, Pool, collect_pool, compress
+from wsq.kernels import ops
 
 __all__ = [
     "GridPlan",
@@ -84,7 +84,7 @@ class GridResult:
 
 
 def _coded_bits(per_stream: np.ndarray) -> float:
-    from wsq import entropy
+    from wsq.io import entropy
 
     return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
 

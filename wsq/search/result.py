@@ -187,7 +187,7 @@ class SearchResult:
         ``i``: index into ``front`` (or a Solution, e.g. from ``best()``). The binning is exactly the
         one the search evaluated (same pool, k, lo and hi).
         """
-        from wsq.compress import compress
+        from wsq.core.compress import compress
 
         s = self._solution(i)
         if self._model is None:

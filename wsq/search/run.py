@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq import ops
-from wsq._search_ckpt import Checkpoint
-from wsq._search_driver import (
+from wsq.kernels import ops
+from wsq.search.checkpoint import Checkpoint
+from wsq.search.driver import (
     _Driver,
     _generation_seed,
     _make_problem,
@@ -37,9 +37,9 @@ from wsq._search_driver import (
     _progress_text,
     _sweep_ks,
 )
-from wsq._search_eval import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
-from wsq._search_exec import SequentialRunner, _is_dask_client, make_runner
-from wsq._search_result import SearchResult, Solution, pareto_front
+from wsq.search.executors import SequentialRunner, _is_dask_client, make_runner
+from wsq.search.problem import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
+from wsq.search.result import SearchResult, Solution, pareto_front
 
 __all__ = ["search", "SearchResult", "Solution"]
 
@@ -106,7 +106,7 @@ def _state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
 def _file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: int) -> int:
     """Bytes of a wsq file beyond index streams, codebook and uncompressed tensors (its header and
     alignment), measured by compressing at one k: it hardly depends on k (a few bytes of JSON)."""
-    from wsq.compress import compress
+    from wsq.core.compress import compress
 
     s = compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
     streams = s["bits_entropy"] * s["n_weights"] / 8
@@ -193,7 +193,7 @@ def search(
         worker_threads: torch threads each worker sets when it loads the model. None: 1 in
             process workers (one process per core; it also keeps OpenMP from deadlocking in
             fork-started workers), unchanged for thread pools and Dask workers.
-        checkpoint: a directory, or a file prefix, for checkpoint files (see wsq._search_ckpt):
+        checkpoint: a directory, or a file prefix, for checkpoint files (see wsq.search.checkpoint):
             after every generation the population, the generation counter and the whole
             evaluation cache are saved (JSON + .npz, atomically); each finished evaluation is also
             journalled at once. A killed run started again with the same arguments resumes with
@@ -269,7 +269,7 @@ def search(
         )
         pool, flat = evaluator.pool, evaluator.flat
     else:
-        from wsq.compress import collect_pool
+        from wsq.core.compress import collect_pool
 
         pool = collect_pool(model, **pool_options)
         flat = pool.flat()
@@ -472,7 +472,7 @@ def search(
         pool_options=pool_options,
     )  # fmt: skip
     if merge:
-        from wsq.merge import merge_front
+        from wsq.core.merge import merge_front
 
         t0 = time.perf_counter()
         result.merged = merge_front(result, evaluate, tolerance=merge_tolerance, progress=progress)

@@ -70,7 +70,8 @@ class Spec:
 
 
 def _digits_spec(seed: int, metric: str, say: Callable[[str], None]) -> Spec:
-    from wsq import _digits, metrics
+    from wsq import metrics
+    from wsq.examples import digits as _digits
 
     if importlib.util.find_spec("sklearn") is None:
         raise CliError(
@@ -93,7 +94,7 @@ def _digits_spec(seed: int, metric: str, say: Callable[[str], None]) -> Spec:
 
 
 def _minilm_spec() -> Spec:
-    from wsq import _minilm
+    from wsq.examples import minilm as _minilm
 
     missing = _minilm.available()
     if missing is not None:
@@ -193,7 +194,7 @@ def _prepare_out(out: str) -> str:
 def _fixed_bytes(c) -> int:
     """Bytes of a fixed-width (not entropy-coded) store: packed indices + float32 codebook + every
     uncompressed tensor (no header)."""
-    from wsq import ops
+    from wsq.kernels import ops
 
     packed = sum(ops.packed_bytes(q.numel, c.bits) for q in c.quantized.values())
     rest = sum(t.numel() * t.element_size() for t in c.rest_state().values())
@@ -249,7 +250,7 @@ def format_table(summary: dict) -> str:
 def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], progress: bool):
     """The whole pipeline; returns the summary dict (also written to out/summary.json)."""
     import wsq
-    from wsq.merge import merge
+    from wsq.core.merge import merge
     from wsq.search import search
 
     t_start = time.perf_counter()
@@ -395,16 +396,17 @@ def describe(path: str) -> dict:
     checksum verified, every stream decoded). Raises wsq.FormatError naming the defect."""
     import numpy as np
 
-    from wsq import io as wio
+    from wsq.io import format as wfmt
+    from wsq.io import reader
 
-    h, codebook, symbols, plain = wio._parse(path, model_state=None, max_elements=None)
+    h, codebook, symbols, plain = reader._parse(path, model_state=None, max_elements=None)
     size = os.path.getsize(path)
     tensors, q_bytes, stream_bytes, numel_total = [], 0, 0, 0
     hist = np.zeros(h.n, dtype=np.int64)
     for q in h.quantized:
         sym = symbols.pop(q.name)
         hist += np.bincount(sym.astype(np.int64), minlength=h.n)[: h.n]
-        item = wio._itemsize(wio._DTYPES[q.dtype])
+        item = wfmt._itemsize(wfmt._DTYPES[q.dtype])
         q_bytes += q.numel * item
         stream_bytes += q.nbytes
         numel_total += q.numel
@@ -419,7 +421,7 @@ def describe(path: str) -> dict:
     return {
         "file": os.path.abspath(path),
         "file_bytes": size,
-        "format": f"{wio.FORMAT} v{wio.VERSION}",
+        "format": f"{wfmt.FORMAT} v{wfmt.VERSION}",
         "n_shared_values": h.n,
         "bits": h.bits,
         "k": h.k,
@@ -561,7 +563,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from wsq import _microbench
+    from wsq.kernels import microbench as _microbench
 
     shape = None
     if args.matmul is not None:
@@ -658,7 +660,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
