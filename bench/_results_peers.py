@@ -245,9 +245,13 @@ def run_peers(
     directory: str,
     log=print,
     include_sklearn: bool = True,
+    threshold: float | None = None,
+    k_max: int = 1024,
 ) -> list[dict]:
     """Every peer point on `task` (see the module docstring). Each dict: method, k, n_bins,
-    bits_fixed, bits, file_bytes, cr, decide, report, time_s, notes."""
+    bits_fixed, bits, file_bytes, cr, decide, report, time_s, notes. With `threshold` (wsq's
+    bar: baseline - tolerance on the decision data) the exact 1-D k-means, global and per layer,
+    also get k tuned to it (smallest_k); those rows have tuned=True."""
     import copy
 
     model = task.model
@@ -275,54 +279,71 @@ def run_peers(
             f"t={row['time_s']:.2f}s"
         )
 
+    def global_point(k: int, label: str, samp: int | None) -> dict:
+        t0 = time.perf_counter()
+        if label.startswith("sklearn"):
+            centers, fit_s, n_fit = sklearn_kmeans(x, k, sample=samp)
+        else:
+            centers, _ = kmeans1d(x, k)
+            fit_s, n_fit = time.perf_counter() - t0, x.size
+        c = global_codebook_compressed(model, pool, flat, centers)
+        total_s = time.perf_counter() - t0
+        st = c.stats()
+        dec, rep = score([d.reshape(-1) for d in _dense_pool(c, pool)])
+        note = f"fitted on {n_fit:,} of {x.size:,} weights" if n_fit < x.size else ""
+        return dict(method=f"{label}, global", k=k, n_bins=st["n_bins"], bits_fixed=st["bits_fixed"],
+                    bits=st["bits_entropy"], file_bytes=st["file_bytes"], decide=dec, report=rep,
+                    time_s=total_s, fit_s=fit_s, n_fit=n_fit, notes=note,
+                    sse=_sse_of(flat, centers))  # fmt: skip
+
+    def layer_point(k: int, label: str, samp: int | None) -> dict:
+        # one codebook per layer
+        t0 = time.perf_counter()
+        codes, tables, ns, dense, fit_total, nf = [], [], [], [], 0.0, 0
+        for w in slices(flat):
+            xw = w.numpy()
+            if label.startswith("sklearn"):
+                cw, fs, n_f = sklearn_kmeans(xw, k, sample=samp)
+            else:
+                t1 = time.perf_counter()
+                cw, _ = kmeans1d(xw, k)
+                fs, n_f = time.perf_counter() - t1, xw.size
+            fit_total += fs
+            nf += n_f
+            idx = nearest(w, cw).to(torch.int64)
+            tab = torch.as_tensor(cw, dtype=torch.float32)
+            codes.append(idx)
+            tables.append(tab)
+            ns.append(int(tab.numel()))
+            dense.append(tab[idx])
+        fb, cbits = per_layer_file(model, pool, codes, tables, ns, "kmeans_layer", directory)
+        total_s = time.perf_counter() - t0
+        dec, rep = score(dense)
+        note = f"fitted on {nf:,} of {x.size:,} weights" if nf < x.size else ""
+        return dict(method=f"{label}, per layer", k=k, n_bins=int(sum(ns)),
+                    bits_fixed=float(np.mean([ops.bits_for(n) for n in ns])),
+                    bits=cbits / x.size, file_bytes=fb, decide=dec, report=rep, time_s=total_s,
+                    fit_s=fit_total, n_fit=nf, notes=note)  # fmt: skip
+
     fitters = [("1-D k-means (exact Lloyd)", None)]
     if include_sklearn:
         fitters.insert(0, ("sklearn KMeans", sample))
     for k in ks:
         for label, samp in fitters:
-            # global codebook
-            t0 = time.perf_counter()
-            if label.startswith("sklearn"):
-                centers, fit_s, n_fit = sklearn_kmeans(x, k, sample=samp)
-            else:
-                centers, _ = kmeans1d(x, k)
-                fit_s, n_fit = time.perf_counter() - t0, x.size
-            c = global_codebook_compressed(model, pool, flat, centers)
-            total_s = time.perf_counter() - t0
-            st = c.stats()
-            dec, rep = score([d.reshape(-1) for d in _dense_pool(c, pool)])
-            note = f"fitted on {n_fit:,} of {x.size:,} weights" if n_fit < x.size else ""
-            add(dict(method=f"{label}, global", k=k, n_bins=st["n_bins"], bits_fixed=st["bits_fixed"],
-                     bits=st["bits_entropy"], file_bytes=st["file_bytes"], decide=dec, report=rep,
-                     time_s=total_s, fit_s=fit_s, n_fit=n_fit, notes=note,
-                     sse=_sse_of(flat, centers)))  # fmt: skip
-            # one codebook per layer
-            t0 = time.perf_counter()
-            codes, tables, ns, dense, fit_total, nf = [], [], [], [], 0.0, 0
-            for w in slices(flat):
-                xw = w.numpy()
-                if label.startswith("sklearn"):
-                    cw, fs, n_f = sklearn_kmeans(xw, k, sample=layer_sample)
-                else:
-                    t1 = time.perf_counter()
-                    cw, _ = kmeans1d(xw, k)
-                    fs, n_f = time.perf_counter() - t1, xw.size
-                fit_total += fs
-                nf += n_f
-                idx = nearest(w, cw).to(torch.int64)
-                tab = torch.as_tensor(cw, dtype=torch.float32)
-                codes.append(idx)
-                tables.append(tab)
-                ns.append(int(tab.numel()))
-                dense.append(tab[idx])
-            fb, cbits = per_layer_file(model, pool, codes, tables, ns, "kmeans_layer", directory)
-            total_s = time.perf_counter() - t0
-            dec, rep = score(dense)
-            note = f"fitted on {nf:,} of {x.size:,} weights" if nf < x.size else ""
-            add(dict(method=f"{label}, per layer", k=k, n_bins=int(sum(ns)),
-                     bits_fixed=float(np.mean([ops.bits_for(n) for n in ns])),
-                     bits=cbits / x.size, file_bytes=fb, decide=dec, report=rep, time_s=total_s,
-                     fit_s=fit_total, n_fit=nf, notes=note))  # fmt: skip
+            add(global_point(k, label, samp))
+            add(layer_point(k, label, layer_sample if label.startswith("sklearn") else None))
+    if threshold is not None:
+        # the peers at wsq's quality bar: the smallest k whose decision score passes it
+        label = "1-D k-means (exact Lloyd)"
+        for make in (global_point, layer_point):
+            row, tried = smallest_k(lambda k, f=make: f(k, label, None), threshold, k_max)
+            if row is None:
+                log(f"  {label} ({make.__name__}): no k <= {k_max} reaches {threshold:.6g}")
+                continue
+            row = dict(row, method=row["method"] + ", k tuned to the tolerance", tuned=True,
+                       notes=f"smallest k with decision >= {threshold:.6g}; k tried: "
+                       + ", ".join(str(k) for k in sorted(tried)))  # fmt: skip
+            add(row)
     for b in (8, 4):
         t0 = time.perf_counter()
         codes, scales, dense = [], [], []
@@ -340,6 +361,32 @@ def run_peers(
                  time_s=total_s, fit_s=total_s, n_fit=x.size,
                  notes="float32 scale per output channel"))  # fmt: skip
     return out
+
+
+def smallest_k(make, threshold: float, k_max: int) -> tuple[dict | None, dict[int, dict]]:
+    """The smallest k in [2, k_max] whose ``make(k)["decide"] >= threshold``: doubling from 2,
+    then bisection (the score is taken as non-decreasing in k). Returns (row or None, {k: row})."""
+    tried: dict[int, dict] = {}
+
+    def ok(k: int) -> bool:
+        if k not in tried:
+            tried[k] = make(k)
+        return tried[k]["decide"] >= threshold
+
+    lo, k = 1, 2
+    while not ok(k):
+        lo = k
+        if k >= k_max:
+            return None, tried
+        k = min(2 * k, k_max)
+    hi = k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return tried[hi], tried
 
 
 def _dense_pool(c: wsq.Compressed, pool: Pool) -> list[torch.Tensor]:

@@ -7,7 +7,7 @@ merged models' wsq files with that coder). Rows before entropy coding are sized 
 the paper's fixed-length form (indices packed at ceil(log2 n) bits), the others as wsq files.
 Also: NSGA-II against the sweep strategy at the same number of evaluations (hypervolume).
 
-Beyond the paper (wsq._rd): one shared grid with a per-tensor step from measured sensitivities,
+Beyond the paper (wsq.grid, public as wsq.tune): one shared grid with a per-tensor step from measured sensitivities,
 the scale tuned by bisection on the decision metric; optionally rate-aware assignment.
 """
 
@@ -23,7 +23,7 @@ import torch
 from _results_peers import dense_file_bytes, original_bytes, packed_file_bytes
 
 import wsq
-from wsq import _rd
+from wsq import grid
 
 
 def _eval(fn, model) -> float:
@@ -206,35 +206,36 @@ def _range_row(method, pts, bits_key, bytes_key, cr_key, time_s) -> dict:
 
 
 def sensitivity_steps(task, cfg: dict, directory: str, log=print) -> dict:
-    """wsq._rd on `task`: probe, then per variant (rate-aware strength rd) tune the scale to the
+    """wsq.grid on `task`: probe, then per variant (rate-aware strength rd) tune the scale to the
     tolerance on the decision data; the best variant gets a small front over scales."""
     model, tol = task.model, task.tolerance_search
     out: dict = {"variants": {}}
     t_all = time.perf_counter()
-    gq = _rd.GridQuantizer(model)
+    gq = grid.GridQuantizer(model)
     probe = task.probe if task.probe is not None else task.decide
     t0 = time.perf_counter()
     probe_base = _eval(probe, model)
-    sens = _rd.probe_sensitivity(gq, probe, probe_base, rel_step=cfg.get("probe_step", 0.5))
+    sens = grid.probe_sensitivity(gq, probe, probe_base, rel_step=cfg.get("probe_step", 0.5))
     t_probe = time.perf_counter() - t0
     out["sensitivity"] = {e.name: float(s / e.numel) for e, s in zip(gq.entries, sens, strict=True)}
     out["probe_s"] = t_probe
     log(f"  probed {len(sens)} tensors in {t_probe:.1f} s")
     base = _eval(task.decide, model)
 
-    def plan_of(scale: float, rd: float) -> _rd.GridPlan:
-        return _rd.plan_for(_rd.allocate(gq.numel, sens, scale), rd=rd)
+    def plan_of(scale: float, rd: float) -> grid.GridPlan:
+        return grid.plan_for(grid.allocate(gq.numel, sens, scale), rd=rd)
 
     start = None
     best = None
     for rd in cfg["rd_variants"]:
         name = "sensitivity steps" + (f" + rate-aware (rd={rd:g})" if rd else "")
         try:
-            c, info = _rd.tuned_compress(
+            c = grid.tune(
                 model, task.decide, tolerance=tol, baseline=base, sensitivities=sens, rd=rd,
                 iters=cfg["tune_iters"], start_drop=cfg["probe_drop_guess"], start_scale=start,
                 quantizer=gq,
             )  # fmt: skip
+            info = c.tune_info
         except ValueError as e:
             out["variants"][name] = {"note": str(e)}
             log(f"  {name}: {e}")

@@ -30,6 +30,34 @@ def bad():
 
 def boom():
     raise RuntimeError("no data here")
+
+
+def _pair():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+
+
+def nan_eval():
+    return _pair(), lambda m: float("nan")
+
+
+def raising_eval():
+    calls = []
+
+    def ev(m):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("evaluator lost its data")
+        return 1.0
+
+    return _pair(), ev
+
+
+def never_eval():
+    model = _pair()
+    ref = model[0].weight.detach().clone()
+    # 1.0 for the original only: any quantized weight scores 0
+    return model, lambda m: float(torch.equal(m[0].weight.detach(), ref))
 """
 
 
@@ -65,7 +93,9 @@ def test_default_compress_writes_everything_and_prints_the_table(default_run, ca
     assert rc == 0
     for name in ("model.wsq", "front.csv", "front.json", "front.png", "summary.json"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
-    for method in ("Baseline", "Random UB k=1024", "MO-UB front", "+ Merge", "+ Huffman", "+ ANS"):
+    methods = ("Baseline", "Random UB k=1024", "MO-UB front", "+ Merge", "+ Huffman", "+ ANS",
+               "Grid steps + ANS", "Grid steps + rate-aware + ANS")  # fmt: skip
+    for method in methods:
         assert f"| {method}" in text
     assert "| Method" in text and "| Val" in text and "| Test" in text
     with open(os.path.join(out, "summary.json")) as f:
@@ -78,9 +108,14 @@ def test_default_compress_writes_everything_and_prints_the_table(default_run, ca
     assert all(m["merge"]["evaluations"] <= 16 for m in summary["merged"])
     rows = {r["method"]: r for r in summary["rows"]}
     assert rows["Baseline"]["bits"] == [32.0, 32.0]
-    # merged solutions stay within the tolerance (0) of the baseline on validation data
+    # merged and grid solutions stay within the digits tolerance (0.005) on validation data
     base = summary["baseline"]["val"]
-    assert rows["+ Merge"]["val"][0] >= base - 1e-12
+    assert summary["settings"]["tolerance"] == 0.005
+    assert rows["+ Merge"]["val"][0] >= base - 0.005 - 1e-12
+    assert rows["Grid steps + rate-aware + ANS"]["val"][0] >= base - 0.005 - 1e-12
+    # the default keeps the method with the smaller file
+    sizes = [m["auto"]["file_bytes"] for m in summary["merged"] + summary["grid"]]
+    assert chosen["file_bytes"] == min(sizes)
     assert rows["+ Merge"]["n_bins"][1] <= rows["MO-UB front"]["n_bins"][1]
     assert rows["+ ANS"]["cr"][1] > rows["+ Merge"]["cr"][1]  # entropy coding pays
     # the cached model is a safetensors file in the cache directory, reused on the next run
@@ -163,6 +198,42 @@ def test_bad_spec_is_one_line_exit_2(tmp_path, capsys, spec, needle):
     spec = spec.format(dir=tmp_path)
     assert cli.main(["compress", spec, "--out", str(tmp_path / "o")]) == 2
     assert needle in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "fn, needle",
+    [
+        ("nan_eval", "returned nan on the original model"),
+        ("raising_eval", "evaluate callable raised RuntimeError: evaluator lost its data"),
+        ("never_eval", "never reached"),
+    ],
+)
+@pytest.mark.parametrize("existing", [False, True])
+def test_bad_evaluator_is_named_and_nothing_is_written(tmp_path, capsys, fn, needle, existing):
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    out = tmp_path / "o"
+    if existing:
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--grid-iters", "3", "--out", str(out)]
+    assert cli.main(["compress", f"{tmp_path}/my_spec.py:{fn}", "--quiet", *args]) == 2
+    assert needle in _one_error_line(capsys.readouterr().err)
+    if existing:
+        assert os.listdir(out) == ["keep.txt"]
+    else:
+        assert not out.exists()
+
+
+def test_method_grid_only(tmp_path, capsys):
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    out = tmp_path / "o"
+    args = ["--method", "grid", "--tolerance", "0.02", "--grid-iters", "4", "--out", str(out)]
+    assert cli.main(["compress", f"{tmp_path}/my_spec.py:make", "--json", *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["chosen"]["method"] == "grid" and "MO-UB front" not in str(summary["rows"])
+    assert sorted(os.listdir(out)) == ["model.wsq", "summary.json"]
+    assert summary["chosen"]["val"] >= summary["baseline"]["val"] - 0.02
+    assert summary["chosen"]["file_bytes"] == (out / "model.wsq").stat().st_size
 
 
 def test_unwritable_out_is_one_line_exit_2(tmp_path, capsys):

@@ -64,19 +64,36 @@ def test_gate_on_a_real_pytest_run_of_zero_tests(tmp_path):
     assert pytest_gate.main([str(xml), str(r.returncode), "--min-passed", "1"]) == 1
 
 
+def _checkout_of_the_tested_wsq(tmp_path: Path) -> Path:
+    """The script runs the checkout's in-place wsq/. Where the tests run against an installed wheel
+    (CI: a fresh clone's wsq/ has no compiled module), give it a checkout whose wsq/ IS that package,
+    so the script sees the same build (and the same CUDA error text) as this process."""
+    pkg = Path(wsq.__file__).resolve().parent
+    if pkg == (ROOT / "wsq").resolve():
+        return ROOT
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("bench", "tests", "pyproject.toml"):
+        (root / name).symlink_to(ROOT / name)
+    (root / "wsq").symlink_to(pkg)
+    return root
+
+
 @pytest.mark.skipif(wsq.info()["cuda_available"], reason="checks the script where there is no GPU")
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_fails_every_gpu_step_without_a_gpu(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path), WSQ_CHECK_SKIP_BUILD="1", WSQ_CHECK_BUDGET="240")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    root = _checkout_of_the_tested_wsq(tmp_path)
+    out_dir = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out_dir), WSQ_CHECK_SKIP_BUILD="1", WSQ_CHECK_BUDGET="240")
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     r = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, env=env,
-        timeout=600,
+        ["bash", str(root / "bench" / "gpu_check.sh")], capture_output=True, text=True, env=env,
+        timeout=600, cwd=root,
     )  # fmt: skip
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
-    summary = (tmp_path / "summary.txt").read_text()
+    summary = (out_dir / "summary.txt").read_text()
     assert "result: FAILED" in summary and "PASS  pytest" not in summary, summary
     for step in (
         "versions",

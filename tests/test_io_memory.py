@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+import wsq
+
 _CHILD = r"""
 import gc, json, sys
 import torch, torch.nn as nn
@@ -64,7 +66,8 @@ print(json.dumps({"peak": peak, "dense": dense_bytes,
 @pytest.mark.parametrize("k", [256, 65536])
 def test_load_peak_below_dense_bytes(tmp_path, k):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the wsq this test imported (the source tree in a dev build, site-packages under the wheel)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(wsq.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
 
     def child(step: str) -> dict:

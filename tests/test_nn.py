@@ -276,7 +276,8 @@ def test_tied_embeddings_share_one_packed_tensor(device):
 def test_state_dict_round_trip_on_compressed_model(device):
     c = wsq.compress(make_model(device), K)
     sd = c.model.state_dict()
-    assert "1.weight_packed" in sd and not any(k.endswith("wsq_table") for k in sd)
+    # the codebook travels with the indices (tests/test_state_dict.py has the cross-model cases)
+    assert "1.weight_packed" in sd and "1.wsq_table" in sd
     d = wsq.compress(make_model(device), K)
     if d.bits == c.bits and torch.equal(d.codebook, c.codebook):
         pytest.skip("same codebook by chance")

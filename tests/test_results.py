@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -12,9 +11,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import wsq
-from wsq import _rd
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, BENCH)
@@ -98,89 +94,13 @@ def test_peer_files_are_real_and_count_every_table(tmp_path):
     assert peers.original_bytes(m) == sum(t.numel() * 4 for t in m.state_dict().values())
 
 
-# ----------------------------------------------------------------------------- wsq._rd
-
-
-def test_grid_quantizer_matches_rounding_and_saves(tmp_path):
-    m = _Net()
-    gq = _rd.GridQuantizer(m)
-    delta0 = 0.01
-    r = gq.quantize(_rd.GridPlan(delta0, (1, 1)))
-    assert torch.all(r.codebook[1:] > r.codebook[:-1])
-    for i, e in enumerate(gq.entries):
-        w = gq.flat[e.offset : e.offset + e.numel]
-        assert torch.equal(r.points[i], torch.round(w / delta0).to(torch.int64))
-    work = copy.deepcopy(m)
-    gq.write(r, work)
-    # each weight is replaced by the mean of its grid cell (the cell is one step wide)
-    for (n, p), (_, q) in zip(work.named_parameters(), m.named_parameters(), strict=True):
-        if p.dim() == 2:
-            assert (p - q).abs().max() < delta0, n
-    c = gq.compress(r)
-    wsq.save(c, tmp_path / "m.wsq")
-    loaded = wsq.load(tmp_path / "m.wsq", copy.deepcopy(m))
-    dense = loaded.dequantized_state_dict()
-    for n, p in work.state_dict().items():
-        assert torch.equal(dense[n], p), n
-    x = torch.randn(5, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), work(x))
-    assert os.path.getsize(tmp_path / "m.wsq") == c.stats()["file_bytes"]
-    # a coarser step on one tensor: fewer coded bits, that tensor's error grows, the other's not
-    r2 = gq.quantize(_rd.GridPlan(delta0, (8, 1)))
-    assert r2.bits < r.bits
-    assert torch.equal(r2.points[1], r.points[1])
-    assert torch.all(r2.points[0] % 8 == 0)
-    # rate-aware assignment spends fewer bits for a bounded extra error
-    r3 = gq.quantize(_rd.GridPlan(delta0, (8, 1), rd=1.0))
-    assert r3.bits < r2.bits
-    work3 = copy.deepcopy(m)
-    gq.write(r3, work3)
-    assert (work3.a.weight - m.a.weight).abs().max() <= 8 * delta0 + 1e-6
-    with pytest.raises(ValueError, match="steps for"):
-        gq.quantize(_rd.GridPlan(delta0, (1,)))
-    with pytest.raises(ValueError, match="too fine"):
-        gq.quantize(_rd.GridPlan(1e-9, (1, 1)))
-
-
-def test_probe_allocate_and_tune():
-    m = _Net()
-    gq = _rd.GridQuantizer(m)
-    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
-    ev = wsq.metrics.cosine(m, x)
-    s = _rd.probe_sensitivity(gq, ev, ev(m))
-    assert s.shape == (2,) and np.all(s > 0)
-    steps = _rd.allocate(gq.numel, s, 1.0)
-    # step_t ~ sqrt(n_t / s_t): the tensor with higher sensitivity per weight gets the finer step
-    per_w = s / gq.numel
-    assert (steps[0] < steps[1]) == (per_w[0] > per_w[1])
-    plan = _rd.plan_for(steps, resolution=4)
-    assert min(plan.mult) == 4
-    # bracketing + bisection on a monotone toy metric
-    scale, payload, trace = _rd.tune_scale(lambda c: (1.0 - c, c), 0.7, 0.01, iters=12)
-    assert 0.25 < scale <= 0.3 and payload == scale
-    scale, payload, trace = _rd.tune_scale(lambda c: (1.0 - c, c), 0.7, 5.0, iters=12)
-    assert 0.25 < scale <= 0.3
-    assert _rd.tune_scale(lambda c: (-1.0, c), 0.7, 1.0, iters=4)[0] is None
-
-
-def test_tuned_compress_meets_the_tolerance():
-    m = _Net()
-    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
-    ev = wsq.metrics.cosine(m, x)
-    c, info = _rd.tuned_compress(m, ev, tolerance=0.01, iters=8)
-    assert info["metric"] >= 1.0 - 0.01 - 1e-9 and info["evaluations"] == 1 + 2 + len(info["trace"])
-    assert abs(ev(c.model) - info["metric"]) < 1e-4  # the packed model computes what was tuned
-    # coarser than a uniform grid at the finest tensor's step, for the same model
-    assert c.stats()["bits_entropy"] < wsq.compress(m, 1024).stats()["bits_entropy"]
-    assert torch.equal(m.a.weight, _Net().a.weight)  # the input model is not modified
-    with pytest.raises(ValueError, match="tolerance"):
-        _rd.tuned_compress(m, ev, tolerance=-1.0)
-    with pytest.raises(ValueError, match="no step scale"):
-        _rd.tuned_compress(m, ev, tolerance=0.0, baseline=2.0, iters=3)
-
-
 # ----------------------------------------------------------------------------- the script
+
+
+def test_smallest_k_doubles_then_bisects():
+    rows, k = peers.smallest_k(lambda k: {"decide": min(1.0, k / 37)}, 1.0, 1024)
+    assert rows["decide"] == 1.0 and sorted(k)[-1] == 64 and 37 in k and 36 in k
+    assert peers.smallest_k(lambda k: {"decide": 0.0}, 0.5, 16)[0] is None
 
 
 def test_results_script_quick(tmp_path):
@@ -204,6 +124,16 @@ def test_results_script_quick(tmp_path):
         assert p["cr"] > 1 and 0 <= p["decide"] <= 1 and p["bits"] > 0
     hv = data["paper"]["hypervolume"]
     assert hv["evaluations"]["nsga2"] == hv["evaluations"]["sweep"]
-    assert len(data["targets"]) == 4  # CR, front vs k-means, two time ratios
+    # CR, front vs k-means, two time ratios, grid vs peers at equal bits and at the same bar
+    assert len(data["targets"]) == 6
+    bar = data["paper"]["baseline"]["decide"] - data["tolerance"]
+    tuned = [p for p in data["peers"] if p.get("tuned")]
+    assert {p["method"] for p in tuned} == {
+        "1-D k-means (exact Lloyd), global, k tuned to the tolerance",
+        "1-D k-means (exact Lloyd), per layer, k tuned to the tolerance",
+    }
+    assert all(p["decide"] >= bar for p in tuned)
     md = (tmp_path / "digits.md").read_text()
     assert "| + ANS |" in md and "QUICK" in md
+    # the quick run is not the paper's budget, and its heading says what ran
+    assert "reduced budget: NSGA-II pop 6 x 2 generations" in md

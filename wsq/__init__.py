@@ -7,10 +7,11 @@ index. The package map and the data flow are in docs/architecture.md. Importing 
 
 from __future__ import annotations
 
-from wsq import metrics, nn, ops
+from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native module until a call
 from wsq._info import __version__, info
 from wsq.core.binning import Binning, uniform_bins
 from wsq.core.compress import Compressed, compress
+from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.errors import FormatError
 from wsq.io import load, load_state_dict, save
@@ -28,19 +29,22 @@ __all__ = [
     "compress",
     "Compressed",
     "nn",
+    "entropy",
     "merge",
     "metrics",
     "ops",
     "search",
     "SearchResult",
+    "grid",
+    "tune",
 ]
 
 
 def __getattr__(name: str):
-    # wsq.reference (the oracle, for tests and checks) and wsq.entropy load on first access, so
-    # `import wsq` pulls in neither; product code never goes through here (tests/test_architecture.py).
-    if name in ("reference", "entropy"):
+    # wsq.reference (the oracle, for tests and checks) loads on first access, so `import wsq` does
+    # not pull it in; product code never goes through here (tests/test_architecture.py).
+    if name == "reference":
         import importlib
 
-        return importlib.import_module(f"wsq.{name}")
+        return importlib.import_module("wsq.reference")
     raise AttributeError(f"module 'wsq' has no attribute {name!r}")

@@ -15,9 +15,10 @@ owning a compressed parameter has its class swapped in place (the way torch.nn.u
   only.
 
 Every swapped module keeps its packed indices (uint8, LSB-first, ``numel * bits`` bits) as a buffer
-``<param>_packed`` and ONE lookup table as the non-persistent buffer ``wsq_table``: the codebook
-padded with NaN to ``2**bits`` float32 entries, the very same tensor object in every module of the
-model. The model's parameter memory is therefore the packed size. ``.to(device)``, ``.cuda()``,
+``<param>_packed`` and ONE lookup table as the buffer ``wsq_table``: the codebook padded with NaN to
+``2**bits`` float32 entries, the very same tensor object in every module of the model. The table is
+persistent, so a state dict carries its codebook; loading one checks it (see
+``_Quantized._load_from_state_dict``). The model's parameter memory is therefore the packed size. ``.to(device)``, ``.cuda()``,
 ``.half()`` etc. keep that single table (and tied packed tensors) shared; dtype conversions change the
 dtype the layers compute in, never the float32 table.
 
@@ -77,6 +78,14 @@ class SharedCodebook:
         # later call whose fn happens to reuse a freed id
         self._fn: weakref.ref | None = None
         self._moved: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+        self._load_call: list | None = None  # see _Quantized._load_from_state_dict
+        self.version = 0  # bumped by every state dict load (Compressed drops cached sizes)
+
+    def set_codebook(self, codebook: Tensor) -> None:
+        """Adopt `codebook` (float32, n <= 2**bits) after the shared table was loaded in place."""
+        self.codebook = codebook.detach().reshape(-1).cpu().clone()
+        self.n = int(self.codebook.numel())
+        self.version += 1
 
     def table(self, device: torch.device | str | None = None) -> Tensor:
         """A new lookup table (2**bits float32, NaN-padded) on `device`."""
@@ -157,6 +166,53 @@ class _Quantized:
                 q[2] = probe.dtype
         return ret
 
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # The codebook is a persistent buffer: packed indices loaded without the codebook they index
+        # would compute with this model's codebook, silently wrong. Everything is checked before
+        # this module copies anything; the table stays the one tensor shared by every module.
+        key = prefix + _TABLE
+        cb = self._wsq_cb
+        shared = self._buffers[_TABLE]
+        if key not in state_dict:
+            given = [
+                prefix + a + _SUFFIX for a in self._wsq_q if prefix + a + _SUFFIX in state_dict
+            ]
+            if given:
+                raise ValueError(
+                    f"state_dict has {given[0]} but no {key}: packed indices cannot be loaded "
+                    "without the codebook they index (a state dict of wsq < 0.1.1 lacks it; "
+                    "re-save the source with wsq.save and use wsq.load)"
+                )
+            return super()._load_from_state_dict(
+                state_dict,
+                prefix,
+                local_metadata,
+                strict,
+                missing_keys,
+                unexpected_keys,
+                error_msgs,
+            )
+        t = state_dict[key]
+        n = _check_table(t, cb.bits, key)
+        # error_msgs is one list per load_state_dict call: it tells this call's earlier modules
+        # (whose table already landed in the shared tensor) from a previous call's
+        if cb._load_call is error_msgs and not _same_table(t, shared):
+            raise ValueError(
+                f"state_dict[{key!r}] differs from the codebook of the layers loaded before it in "
+                "this state dict: every layer of a compressed model must share one codebook"
+            )
+        cb._load_call = error_msgs
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if self._buffers[_TABLE] is not shared:  # load_state_dict(assign=True) swapped it
+            with torch.no_grad():
+                shared.copy_(self._buffers[_TABLE])
+            self._buffers[_TABLE] = shared
+        cb.set_codebook(shared[:n])
+
     def extra_repr(self) -> str:
         base = super().extra_repr()
         cb = self._wsq_cb
@@ -166,6 +222,44 @@ class _Quantized:
         ]
         wsq = f"wsq: {', '.join(parts)} as {cb.bits}-bit indices into {cb.n} shared values"
         return f"{base}, {wsq}" if base else wsq
+
+
+def _check_table(t, bits: int, key: str) -> int:
+    """Validate a state dict's lookup table for `bits`-bit indices; returns its codebook size n."""
+    if not isinstance(t, Tensor) or t.dtype != torch.float32:
+        raise ValueError(
+            f"state_dict[{key!r}] must be a float32 tensor, got "
+            f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}"
+        )
+    if t.dim() != 1 or t.numel() != 1 << bits:
+        have = t.numel()
+        other = f"{have.bit_length() - 1}-bit indices" if have & (have - 1) == 0 else "no bit width"
+        raise ValueError(
+            f"state_dict[{key!r}] has {have} entries ({other}); this model holds {bits}-bit "
+            f"indices and needs {1 << bits}: a compressed state dict loads only into a model "
+            "compressed at the same bit width"
+        )
+    t = t.detach().cpu()
+    nan = torch.isnan(t)
+    n = int(nan.int().argmax()) if bool(nan.any()) else t.numel()
+    cb = t[:n]
+    if (
+        n == 0
+        or not bool(nan[n:].all())
+        or not bool(torch.isfinite(cb).all())
+        or not bool((cb[1:] >= cb[:-1]).all())
+    ):
+        raise ValueError(
+            f"state_dict[{key!r}] is not a wsq codebook: it must hold n >= 1 finite ascending "
+            "values followed by NaN padding"
+        )
+    return n
+
+
+def _same_table(a: Tensor, b: Tensor) -> bool:
+    return torch.equal(a.detach().cpu().nan_to_num(0.0), b.detach().cpu().nan_to_num(0.0)) and (
+        torch.equal(torch.isnan(a.detach().cpu()), torch.isnan(b.detach().cpu()))
+    )
 
 
 def _getter(attr: str):
@@ -420,7 +514,7 @@ def quantize_module_(
     for a in sorted(q):
         buf = packed[a]  # the tensor object itself: tied parameters share it across modules
         module.register_buffer(a + _SUFFIX, buf if buf.dim() == 1 else buf.reshape(-1))
-    module.register_buffer(_TABLE, table, persistent=False)
+    module.register_buffer(_TABLE, table)  # persistent: indices are meaningless without it
     if isinstance(module, tnn.RNNBase):
         module._init_flat_weights()
     return module

@@ -1,9 +1,12 @@
-"""The ``wsq`` command: ``wsq compress [SPEC]``, ``wsq info FILE``, ``wsq bench``.
+"""The ``wsq`` command: ``wsq compress [SPEC]``, ``wsq info [FILE]``, ``wsq bench``.
 
-``wsq compress`` runs the whole method on one model: the baseline, a k=1024 binning (the paper's
-"Random UB" row), the NSGA-II search, the merge of the best front solutions, entropy coding; it
-prints the paper-style table and writes front.csv, front.json, front.png, summary.json and the
-chosen compressed file (model.wsq) into --out. Every decision (which solutions, which merges, which
+``wsq compress`` runs wsq's methods on one model at the same tolerance: the baseline, a k=1024
+binning (the paper's "Random UB" row), the uniform method (NSGA-II search over k, the merge of the
+best front solutions, entropy coding) and the grid method (wsq.tune: per-tensor steps on one shared
+grid, plain and rate-aware); ``--method auto`` (default) keeps the smaller file. It prints the
+paper-style table with both methods' rows and writes summary.json, the chosen compressed file
+(model.wsq) and, when the uniform method ran, front.csv/json/png into --out (all at the end, so a
+failed run leaves --out as it was). Every decision (which solutions, which merges, which
 file) uses the validation evaluate only; the test evaluate is only reported.
 
 Exit codes: 0 success; 1 ``wsq info`` found a defective file; 2 usage errors (a bad SPEC, an
@@ -14,379 +17,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import math
 import os
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from wsq.cli.specs import (
+    _SPEC_DEFAULTS,
+    DEFAULTS,
+    CliError,
+    _digits_spec,
+    _json_safe,
+    _minilm_spec,
+    _one_line,
+    _prepare_out,
+    _user_spec,
+)
 
 __all__ = ["main"]
-
-DEFAULTS = {
-    "k_min": 2,
-    "k_max": 1024,
-    "pop": 100,
-    "gens": 100,
-    "seed": 0,
-    "tolerance": 0.0,
-    "metric": "accuracy",
-    "coder": "auto",
-    "variables": "k",
-    "merge_top": 3,
-    "merge_evals": None,
-}
-# Built-in specs bring settings that suit their size (flags given on the command line win).
-_SPEC_DEFAULTS = {
-    "minilm": {
-        "k_min": 64,
-        "k_max": 4096,
-        "pop": 12,
-        "gens": 6,
-        "tolerance": 0.01,
-        "merge_top": 1,
-        "merge_evals": 200,
-    },
-}
-
-
-class CliError(Exception):
-    """A usage error: reported as one line, exit code 2."""
-
-
-# ----------------------------------------------------------------------------- specs
-
-
-class Spec:
-    """What ``wsq compress`` works on: a model, the decision evaluate, an optional report one."""
-
-    def __init__(
-        self, name: str, model, evaluate: Callable, test: Callable | None, metric: str
-    ) -> None:
-        self.name, self.model, self.metric = name, model, metric
-        self.evaluate, self.test = evaluate, test
-
-
-def _digits_spec(seed: int, metric: str, say: Callable[[str], None]) -> Spec:
-    from wsq import metrics
-    from wsq.examples import digits as _digits
-
-    if importlib.util.find_spec("sklearn") is None:
-        raise CliError(
-            "the built-in digits default needs scikit-learn: pip install 'wsq[demo]' "
-            "(or pip install scikit-learn)"
-        )
-    t0 = time.perf_counter()
-    model, path = _digits.load_or_train(seed)
-    where = f"cached at {path}" if path else "cache directory not writable, not cached"
-    say(f"digits CNN ({sum(p.numel() for p in model.parameters())} parameters) ready in "
-        f"{time.perf_counter() - t0:.1f} s, {where}")  # fmt: skip
-    d = _digits.splits(seed)
-    if metric == "accuracy":
-        val, test = metrics.accuracy(d["val"]), metrics.accuracy(d["test"])
-    elif metric == "agreement":
-        val, test = metrics.agreement(model, d["val"][0]), metrics.agreement(model, d["test"][0])
-    else:
-        val, test = metrics.kl(model, d["val"][0]), metrics.kl(model, d["test"][0])
-    return Spec("digits", model, val, test, metric)
-
-
-def _minilm_spec() -> Spec:
-    from wsq.examples import minilm as _minilm
-
-    missing = _minilm.available()
-    if missing is not None:
-        raise CliError(
-            f"the minilm spec needs the hf extra ({missing} is not installed): pip install 'wsq[hf]'"
-        )
-    model, val, test = _minilm.spec()
-    return Spec("minilm", model, val, test, "cosine")
-
-
-def _import_spec(spec: str) -> Callable:
-    target, sep, fn_name = spec.rpartition(":")
-    if not sep or not target or not fn_name.isidentifier():
-        raise CliError(
-            f"bad SPEC {spec!r}: expected 'module:function' or 'path/to/file.py:function' (or the "
-            "built-in 'minilm')"
-        )
-    if target.endswith(".py") or os.sep in target or (os.altsep and os.altsep in target):
-        if not os.path.isfile(target):
-            raise CliError(f"bad SPEC {spec!r}: file {target!r} does not exist")
-        name = "wsq_spec_" + os.path.splitext(os.path.basename(target))[0].replace("-", "_")
-        try:
-            mod_spec = importlib.util.spec_from_file_location(name, target)
-            if mod_spec is None or mod_spec.loader is None:
-                raise ImportError("not a Python source file")
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module  # so classes defined there pickle for executors
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # the user's file: any error is a bad SPEC
-            sys.modules.pop(name, None)
-            raise CliError(f"bad SPEC {spec!r}: importing {target!r} failed: {_one_line(e)}") from e
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise CliError(
-                f"bad SPEC {spec!r}: cannot import module {target!r}: {_one_line(e)}"
-            ) from e
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise CliError(f"bad SPEC {spec!r}: {target!r} has no function {fn_name!r}")
-    return fn
-
-
-def _user_spec(spec: str) -> Spec:
-    import torch
-
-    fn = _import_spec(spec)
-    try:
-        out = fn()
-    except Exception as e:
-        raise CliError(f"bad SPEC {spec!r}: {fn.__name__}() raised {_one_line(e)}") from e
-    if (
-        not isinstance(out, (tuple, list))
-        or len(out) not in (2, 3)
-        or not isinstance(out[0], torch.nn.Module)
-        or not callable(out[1])
-        or (len(out) == 3 and out[2] is not None and not callable(out[2]))
-    ):
-        raise CliError(
-            f"bad SPEC {spec!r}: the function must return (model, evaluate) or (model, evaluate, "
-            f"test_evaluate), got {_describe(out)}"
-        )
-    return Spec(spec, out[0], out[1], out[2] if len(out) == 3 else None, "evaluate")
-
-
-def _describe(v) -> str:
-    if isinstance(v, (tuple, list)):
-        return f"a {type(v).__name__} of ({', '.join(type(x).__name__ for x in v)})"
-    return f"a {type(v).__name__}"
-
-
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
-# ----------------------------------------------------------------------------- output dir
-
-
-def _prepare_out(out: str) -> str:
-    out = os.path.abspath(os.path.expanduser(out))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise CliError(f"cannot write to --out {out!r}: it exists and is not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".wsq-write-test-"):
-            pass
-    except OSError as e:
-        raise CliError(f"cannot write to --out {out!r}: {e.strerror or e}") from None
-    return out
-
-
-# ----------------------------------------------------------------------------- the pipeline
-
-
-def _fixed_bytes(c) -> int:
-    """Bytes of a fixed-width (not entropy-coded) store: packed indices + float32 codebook + every
-    uncompressed tensor (no header)."""
-    from wsq.kernels import ops
-
-    packed = sum(ops.packed_bytes(q.numel, c.bits) for q in c.quantized.values())
-    rest = sum(t.numel() * t.element_size() for t in c.rest_state().values())
-    return packed + 4 * int(c.codebook.numel()) + rest
-
-
-def _row(method: str, items: list[dict]) -> dict:
-    """A table row: the (min, max) of each column over items (one item: plain values)."""
-
-    def rng(key):
-        vals = [it[key] for it in items if it.get(key) is not None]
-        if not vals:
-            return None
-        return [min(vals), max(vals)]
-
-    return {
-        "method": method,
-        "count": len(items),
-        **{k: rng(k) for k in ("val", "test", "k", "n_bins", "bits", "cr")},
-    }
-
-
-def _fmt_range(r, fmt: str) -> str:
-    if r is None:
-        return "-"
-    a, b = (format(v, fmt) for v in r)
-    return a if a == b else f"{a}-{b}"
-
-
-def format_table(summary: dict) -> str:
-    """The paper-style table of a ``wsq compress`` summary."""
-    cols = ["Method", "Val", "Test", "k", "shared values", "avg bits", "CR"]
-    rows = []
-    for r in summary["rows"]:
-        rows.append(
-            [
-                r["method"],
-                _fmt_range(r["val"], ".4f"),
-                _fmt_range(r["test"], ".4f"),
-                _fmt_range(r["k"], "d"),
-                _fmt_range(r["n_bins"], "d"),
-                _fmt_range(r["bits"], ".2f"),
-                _fmt_range(r["cr"], ".2f"),
-            ]
-        )
-    w = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(cols)) + " |"
-    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
-    body = ["| " + " | ".join(r[i].ljust(w[i]) for i in range(len(cols))) + " |" for r in rows]
-    return "\n".join([line, sep, *body])
-
-
-def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], progress: bool):
-    """The whole pipeline; returns the summary dict (also written to out/summary.json)."""
-    import wsq
-    from wsq.core.merge import merge
-    from wsq.search import search
-
-    t_start = time.perf_counter()
-    model, evaluate, test = spec.model, spec.evaluate, spec.test
-
-    def val_of(m) -> float:
-        import torch
-
-        with torch.no_grad():
-            return float(evaluate(m))
-
-    def test_of(m) -> float | None:
-        import torch
-
-        if test is None:
-            return None
-        with torch.no_grad():
-            return float(test(m))
-
-    # Random UB: the paper's fixed k = 1024 (here --k-max) binning, for reference
-    ub = wsq.compress(model, opts["k_max"])
-    ub_stats = ub.stats(opts["coder"])
-    original = ub_stats["original_bytes"]
-    n_weights = ub_stats["n_weights"]
-    base_val, base_test = val_of(model), test_of(model)
-    rows = [
-        {"method": "Baseline", "val": base_val, "test": base_test, "k": None, "n_bins": n_weights,
-         "bits": 8.0 * (original - sum(t.numel() * t.element_size()
-                                       for t in ub.rest_state().values())) / n_weights,
-         "cr": 1.0},
-        {"method": f"Random UB k={opts['k_max']}", "val": val_of(ub.model),
-         "test": test_of(ub.model), "k": opts["k_max"], "n_bins": ub_stats["n_bins"],
-         "bits": float(ub.bits), "cr": original / _fixed_bytes(ub)},
-    ]  # fmt: skip
-    del ub
-
-    say(
-        f"searching: NSGA-II pop {opts['pop']} x {opts['gens']} generations, k in "
-        f"[{opts['k_min']}, {opts['k_max']}], variables {opts['variables']}, seed {opts['seed']}"
-    )
-    res = search(
-        model, evaluate, k_min=opts["k_min"], k_max=opts["k_max"], pop_size=opts["pop"],
-        generations=opts["gens"], seed=opts["seed"], variables=opts["variables"],
-        coder=opts["coder"], progress=progress,
-    )  # fmt: skip
-    t_search = time.perf_counter() - t_start
-    tol = opts["tolerance"]
-    ok = [s for s in res.front if s.drop <= tol]
-    if not ok:
-        best = min(res.front, key=lambda s: (s.drop, s.bits))
-        say(
-            f"note: no front solution is within --tolerance {tol} of the baseline; using the "
-            f"smallest drop ({best.drop:.4g})"
-        )
-        ok = [best]
-    chosen_set = sorted(ok, key=lambda s: (s.bits, s.drop))[: opts["merge_top"]]
-
-    pre, merged = [], []
-    for s in chosen_set:
-        c = res.compress(s)
-        pre.append({"k": s.k, "n_bins": s.n_bins, "val": val_of(c.model), "test": test_of(c.model),
-                    "bits": float(c.bits), "cr": original / _fixed_bytes(c)})  # fmt: skip
-        m = merge(
-            c, evaluate, tolerance=tol, baseline=res.baseline, max_evals=opts["merge_evals"],
-            progress=progress,
-        )  # fmt: skip
-        del c
-        info = m.merge_info
-        say(
-            f"merge of k={s.k}: {info['n_before']} -> {info['n_after']} shared values in "
-            f"{info['evaluations']} evaluations ({info['decisions']} pair decisions)"
-        )
-        item = {"k": s.k, "n_bins": info["n_after"], "val": val_of(m.model),
-                "test": test_of(m.model), "model": m, "merge": info}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
-            st = m.stats(coder)
-            item[coder] = {"bits": st["bits_entropy"], "file_bytes": st["file_bytes"],
-                           "cr": st["cr"]}  # fmt: skip
-        merged.append(item)
-
-    def view(items, bits_of, cr_of):
-        return [{"k": it["k"], "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-                 "bits": bits_of(it), "cr": cr_of(it)} for it in items]  # fmt: skip
-
-    rows = [_row(r["method"], [r]) for r in rows]
-    rows.append(_row("MO-UB front", pre))
-    rows.append(
-        _row("+ Merge", view(merged, lambda it: float(it["model"].bits),
-                             lambda it: original / _fixed_bytes(it["model"])))
-    )  # fmt: skip
-    for coder, label in (("huffman", "+ Huffman"), ("ans", "+ ANS")):
-        rows.append(
-            _row(label, view(merged, lambda it, c=coder: it[c]["bits"],
-                             lambda it, c=coder: it[c]["cr"]))
-        )  # fmt: skip
-
-    # the chosen file: smallest with the chosen coder (all passed the validation bar)
-    best = min(merged, key=lambda it: (it[opts["coder"]]["file_bytes"], -it["val"]))
-    path = os.path.join(out, "model.wsq")
-    wsq.save(best["model"], path, coder=opts["coder"])
-    size = os.path.getsize(path)
-    res.to_csv(os.path.join(out, "front.csv"))
-    res.to_json(os.path.join(out, "front.json"))
-    res.plot(os.path.join(out, "front.png"), title=f"wsq compress {spec.name}: Pareto front")
-    summary = {
-        "spec": spec.name,
-        "metric": spec.metric,
-        "settings": dict(opts),
-        "baseline": {"val": base_val, "test": base_test},
-        "rows": rows,
-        "search": {"evaluations": res.n_evaluations, "front_size": len(res.front),
-                   "hypervolume": res.hypervolume(), "seconds": t_search},  # fmt: skip
-        "merged": [{k: v for k, v in it.items() if k != "model"} for it in merged],
-        "chosen": {"k": best["k"], "n_bins": best["n_bins"], "val": best["val"],
-                   "test": best["test"], "file": path, "file_bytes": size,
-                   "original_bytes": original, "cr": original / size,
-                   "coder": opts["coder"]},  # fmt: skip
-        "files": {n: os.path.join(out, n) for n in
-                  ("model.wsq", "front.csv", "front.json", "front.png", "summary.json")},
-        "seconds": time.perf_counter() - t_start,
-    }  # fmt: skip
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(_json_safe(summary), f, indent=1, allow_nan=False)
-        f.write("\n")
-    return summary
-
-
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
-
 
 # ----------------------------------------------------------------------------- info
 
@@ -489,7 +138,7 @@ def _cmd_compress(args) -> int:
         if v is not None:
             opts[k] = v
     limits = (("k_min", 2), ("k_max", 2), ("pop", 2), ("gens", 1), ("merge_top", 1),
-              ("merge_evals", 1))  # fmt: skip
+              ("merge_evals", 1), ("grid_iters", 1))  # fmt: skip
     for name, lo in limits:
         if opts[name] is not None and opts[name] < lo:
             raise CliError(f"--{name.replace('_', '-')} must be >= {lo}, got {opts[name]}")
@@ -509,16 +158,23 @@ def _cmd_compress(args) -> int:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
         )
-    out = _prepare_out(args.out)
+    from wsq.cli.compress import format_table, run_compress
 
-    if spec_key is None:
-        spec = _digits_spec(opts["seed"], opts["metric"], say)
-    elif spec_key == "minilm":
-        spec = _minilm_spec()
-    else:
-        spec = _user_spec(spec_key)
-    opts["variables"] = variables
-    summary = run_compress(spec, opts, out, say, progress=not quiet)
+    existed = os.path.isdir(os.path.abspath(os.path.expanduser(args.out)))
+    out = _prepare_out(args.out)
+    try:
+        if spec_key is None:
+            spec = _digits_spec(opts["seed"], opts["metric"], say)
+        elif spec_key == "minilm":
+            spec = _minilm_spec()
+        else:
+            spec = _user_spec(spec_key)
+        opts["variables"] = variables
+        summary = run_compress(spec, opts, out, say, progress=not quiet)
+    except BaseException:
+        if not existed and not os.listdir(out):
+            os.rmdir(out)  # a folder this run created stays only when the run succeeded
+        raise
     if args.json:
         print(json.dumps(_json_safe(summary), allow_nan=False))
     elif not args.quiet:
@@ -529,20 +185,50 @@ def _cmd_compress(args) -> int:
         print(format_table(summary))
         print(
             "avg bits and CR: fixed-width indices for Random UB, MO-UB and + Merge; entropy-coded "
-            "file sizes for + Huffman and + ANS"
+            "file sizes for + Huffman, + ANS and the Grid rows (wsq.tune: per-tensor steps on one "
+            "shared grid, tuned to the tolerance)"
         )
+        for m, why in summary["failed"].items():
+            print(f"method {m}: nothing within the tolerance ({why})")
+        k = f"k={c['k']}, " if c["k"] is not None else ""
         print(
-            f"saved {c['file']}: k={c['k']}, {c['n_bins']} shared values, {c['file_bytes']} bytes "
-            f"(CR {c['cr']:.2f}x), val {c['val']:.4f}"
+            f"saved {c['file']} (method {c['method']}): {k}{c['n_bins']} shared values, "
+            f"{c['file_bytes']} bytes (CR {c['cr']:.2f}x), val {c['val']:.4f}"
             + (f", test {c['test']:.4f}" if c["test"] is not None else "")
         )
-        print(f"front: {os.path.join(out, 'front.png')}, front.csv, front.json, summary.json")
+        print("also written: " + ", ".join(n for n in summary["files"] if n != "model.wsq"))
     return 0
+
+
+def _build_info(as_json: bool) -> int:
+    """``wsq info`` without FILE: this installation's build (both compiled modules, loaded)."""
+
+    from wsq._info import info
+
+    d = info()
+    problems = []
+    for key, name in (("cpu_module", "wsq._C"), ("cuda_module", "wsq._cuda")):
+        try:
+            d[key] = importlib.import_module(name).__file__
+        except ImportError as e:
+            d[key] = None
+            if key == "cpu_module" or d["cuda_built"]:  # present but not loadable: a broken install
+                problems.append(f"{name}: {_one_line(e)}")
+    if as_json:
+        print(json.dumps(_json_safe(dict(d, ok=not problems, problems=problems))))
+    else:
+        for k, v in d.items():
+            print(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}")
+        for p in problems:
+            print(f"wsq info: DEFECT: {p}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _cmd_info(args) -> int:
     from wsq.errors import FormatError
 
+    if args.file is None:
+        return _build_info(args.json)
     path = args.file
     if not os.path.exists(path):
         raise CliError(f"no such file: {path!r}")
@@ -594,9 +280,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compress",
         help="search, merge and entropy-code a model (no SPEC: the embedded digits default)",
-        description="Search the Pareto front (NSGA-II), merge the best solutions' bins, entropy-"
-        "code, print the paper-style table and write front.csv/json/png, summary.json and "
-        "model.wsq into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
+        description="Compress with the paper's uniform method (NSGA-II over k, merge, entropy "
+        "coding) and the grid method (wsq.tune) at the same --tolerance, keep the smaller file, "
+        "print the paper-style table with both methods' rows and write model.wsq, summary.json "
+        "(and front.csv/json/png from the uniform search) into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
         "(model, evaluate) or (model, evaluate, test_evaluate); 'minilm' for all-MiniLM-L6-v2 "
         "(needs wsq[hf]); none: a small CNN on scikit-learn's digits.",
     )
@@ -607,7 +294,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--pop", type=int, help="NSGA-II population (default 100)")
     c.add_argument("--gens", type=int, help="NSGA-II generations (default 100)")
     c.add_argument("--seed", type=int, help="seed of the search and of the digits split (0)")
-    c.add_argument("--tolerance", type=float, help="allowed drop below the baseline (0)")
+    c.add_argument(
+        "--tolerance", type=float,
+        help="allowed drop below the baseline (digits default 0.005, minilm 0.01, a SPEC 0)",
+    )  # fmt: skip
+    c.add_argument(
+        "--method", choices=("auto", "grid", "uniform"),
+        help="grid: per-tensor steps on one shared grid (wsq.tune); uniform: the paper's NSGA-II "
+        "over k + merge; auto (default): both, keep the smaller file",
+    )  # fmt: skip
+    c.add_argument("--grid-iters", type=int, help="grid: evaluations tuning each scale (10)")
     c.add_argument(
         "--metric", choices=("accuracy", "agreement", "kl"),
         help="digits default only: accuracy (default), agreement or -KL to the original model",
@@ -624,8 +320,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the summary as JSON only")
     c.set_defaults(func=_cmd_compress)
 
-    i = sub.add_parser("info", help="describe a wsq file and verify its checksums")
-    i.add_argument("file", metavar="FILE")
+    i = sub.add_parser(
+        "info", help="describe a wsq file and verify its checksums; without FILE, this build"
+    )
+    i.add_argument("file", metavar="FILE", nargs="?", default=None)
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_cmd_info)
 

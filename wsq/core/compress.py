@@ -264,7 +264,17 @@ class Compressed:
         self.lo: float | None = lo
         self.hi: float | None = hi
         self.pool_skipped: list[tuple[str, str]] = skipped
-        self._cache: dict = {}
+        self._cache_store: dict = {}
+        self._cache_at = shared.version
+
+    @property
+    def _cache(self) -> dict:
+        # model.load_state_dict(...) replaces indices and codebook in place and bumps the shared
+        # codebook's version: sizes and counts computed before it are dropped
+        if self._cache_at != self._shared.version:
+            self._cache_store, self._cache_at = {}, self._shared.version
+            self.k = self.lo = self.hi = None  # the binning that made the old codebook
+        return self._cache_store
 
     @property
     def codebook(self) -> Tensor:

@@ -250,7 +250,15 @@ def merge(
         TypeError / ValueError naming the argument; TypeError if evaluate returns no number.
     """
     if not isinstance(compressed, Compressed):
-        raise TypeError(f"compressed must be a wsq.Compressed, got {type(compressed).__name__}")
+        hint = ""
+        if type(compressed).__name__ == "Solution":
+            hint = (
+                "; a Solution (e.g. SearchResult.best()) is a point of the front, not a model: "
+                "pass result.compress(solution)"
+            )
+        raise TypeError(
+            f"compressed must be a wsq.Compressed, got {type(compressed).__name__}{hint}"
+        )
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):

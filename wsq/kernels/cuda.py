@@ -1,4 +1,4 @@
-"""CUDA kernels for the ops in wsq/ops.py (registered with ``register_kernel("cuda")``).
+"""CUDA kernels for the ops in wsq/kernels/ops.py (registered with ``register_kernel("cuda")``).
 
 Importing this module only registers Python functions: it neither imports ``wsq._cuda`` nor
 initialises CUDA. The compiled module is fetched with ``wsq.kernels.native.cuda()`` inside each kernel, so
@@ -27,7 +27,8 @@ synchronisation, so they stay bounds-safe and document what they write instead:
   otherwise, and always for up to 8 rows, the float32 path.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
+# schemas from real annotation objects and rejects the strings that import would produce.
 
 import torch
 

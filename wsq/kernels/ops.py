@@ -11,7 +11,8 @@ packing, float32 codebooks. Kernels that look indices up in a codebook take a *t
 as NaN instead of a plausible value.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
+# schemas from real annotation objects and rejects the strings that import would produce.
 
 import torch
 

@@ -133,3 +133,47 @@ def _progress_text(driver: _Driver) -> dict:
     else:
         best = "-"
     return {"front": n_front, "evals": len(driver.cache), "best": best}
+
+
+def nsga2_loop(space, driver: _Driver, *, pop_size: int, total: int, seed: int, start: int,
+               pop_x: np.ndarray, pop_f: np.ndarray, save, bar) -> tuple[int, bool, np.ndarray,
+                                                                          np.ndarray]:  # fmt: skip
+    """Run NSGA-II generations start..total-1 through the driver's cache (ask/tell, rebuilt every
+    generation from the survivors with a generation-derived seed, so resuming is exact).
+
+    ``space``: bounds(), n_var, key(x). ``save(g, converged, pop_x, pop_f)`` checkpoints after
+    every generation. Returns (generations done, converged, pop_x, pop_f).
+    """
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.population import Population
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+    problem = _make_problem(space, driver)
+    g, converged = start, False
+    while g < total:
+        s = _generation_seed(seed, g)
+        if g == 0:
+            alg = _nsga2(pop_size, IntegerRandomSampling())
+            alg.setup(problem, termination=("n_gen", 1 << 30), seed=s, verbose=False)
+        else:
+            # Rebuild from the survivors: the same path whether or not we resumed.
+            alg = _nsga2(pop_size, Population.new(X=pop_x))
+            alg.setup(problem, termination=("n_gen", 1 << 30), seed=s, verbose=False)
+            parents = alg.ask()
+            Evaluator().eval(problem, parents)
+            alg.tell(infills=parents)
+        off = alg.ask()
+        if off is None or len(off) == 0:
+            converged = True  # no new offspring: the reachable space is exhausted
+            save(g, converged, pop_x, pop_f)
+            break
+        driver.evaluate([space.key(x) for x in off.get("X")], g)
+        Evaluator().eval(problem, off)
+        alg.tell(infills=off)
+        pop_x = np.asarray([space.key(x) for x in alg.pop.get("X")], dtype=np.int64)
+        pop_f = np.asarray(alg.pop.get("F"), dtype=np.float64)
+        g += 1
+        save(g, converged, pop_x, pop_f)
+        bar.set_postfix(_progress_text(driver), refresh=False)
+        bar.update(1)
+    return g, converged, pop_x, pop_f

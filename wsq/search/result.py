@@ -36,6 +36,10 @@ class Solution:
             ``SearchResult.compress(i).stats()["cr"]`` to within about 0.1% on small models.
         generation: the generation (sweep: the batch) in which it was first evaluated.
         x: the integer decision vector (the cache key), in the search's variable order.
+        method: "uniform" (k equal bins) or "grid" (wsq.grid: per-tensor steps on one shared
+            grid; k is 0 and lo/hi NaN there, the candidate is set by scale and rd instead).
+        scale, rd: "grid" only (NaN otherwise): the step scale c of ``step_t = c sqrt(n_t /
+            s_t)`` (weight units) and the rate-aware rounding strength.
     """
 
     k: int
@@ -49,6 +53,9 @@ class Solution:
     cr: float
     generation: int
     x: tuple[int, ...]
+    method: str = "uniform"
+    scale: float = math.nan
+    rd: float = math.nan
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -182,16 +189,22 @@ class SearchResult:
         return self.front[i]
 
     def compress(self, i: int | Solution = 0):
-        """wsq.compress of the ORIGINAL model with front solution i's k and range -> wsq.Compressed.
+        """The ORIGINAL model compressed as front solution i -> wsq.Compressed.
 
-        ``i``: index into ``front`` (or a Solution, e.g. from ``best()``). The binning is exactly the
-        one the search evaluated (same pool, k, lo and hi).
+        ``i``: index into ``front`` (or a Solution, e.g. from ``best()``). Uniform solutions:
+        wsq.compress with the same pool, k, lo and hi; grid solutions: the same grid plan (scale,
+        rd, probed sensitivities) the search evaluated. Either result goes to wsq.merge, wsq.save.
         """
         from wsq.core.compress import compress
 
         s = self._solution(i)
         if self._model is None:
             raise ValueError("this SearchResult holds no model (it was not made by wsq.search)")
+        if s.method == "grid":
+            g = getattr(self, "_grid", None)
+            if g is None:
+                raise ValueError("this SearchResult holds no grid quantizer for a grid solution")
+            return g.gq.compress(g.gq.quantize(g.plan(s.x)))
         rng = {} if s.clip == 0 else {"lo": s.lo, "hi": s.hi}
         return compress(self._model, s.k, **rng, **self._pool_options)
 
@@ -222,13 +235,16 @@ class SearchResult:
     def table(self, limit: int | None = None) -> str:
         """The front as a text table (one row per solution, bits ascending)."""
         show_clip = "clip" in self.variables
+        is_grid = self.config.get("method") == "grid"
         head = f"{'#':>3} {'k':>5}" + (f" {'clip':>5}" if show_clip else "")
+        if is_grid:
+            head = f"{'#':>3} {'scale':>9} {'rd':>5}"
         head += f" {'n_bins':>6} {'metric':>10} {'drop':>10} {'bits/w':>7} {'CR':>7}"
         if self.merged:
             head += f" {'merged':>6}"
         t = self.timings.get("total_s", 0.0)
         lines = [
-            f"wsq search ({self.strategy}, seed {self.seed}): baseline {self.baseline:.6g}, "
+            f"wsq search ({'grid ' if is_grid else ''}{self.strategy}, seed {self.seed}): baseline {self.baseline:.6g}, "
             f"{self.n_evaluations} evaluations ({self.n_requested} requested), "
             f"{self.generations} generations, {t:.1f} s",
             head,
@@ -236,6 +252,8 @@ class SearchResult:
         rows = self.front if limit is None else self.front[:limit]
         for j, s in enumerate(rows):
             r = f"{j:>3} {s.k:>5}" + (f" {s.clip:>5.2f}" if show_clip else "")
+            if is_grid:
+                r = f"{j:>3} {s.scale:>9.3g} {s.rd:>5.2f}"
             r += f" {s.n_bins:>6} {_fmt(s.metric, 10, 4)} {_fmt(s.drop, 10, 4)}"
             r += f" {_fmt(s.bits, 7, 3)} {_fmt(s.cr, 7, 2)}"
             if self.merged:
@@ -249,6 +267,8 @@ class SearchResult:
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the front as CSV (header: the Solution fields; x as space-separated integers)."""
         fields = ["k", "clip", "lo", "hi", "n_bins", "metric", "drop", "bits", "cr", "generation"]
+        if self.config.get("method") == "grid":
+            fields += ["method", "scale", "rd"]
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(fields + ["x"])

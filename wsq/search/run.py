@@ -31,11 +31,9 @@ from wsq.kernels import ops
 from wsq.search.checkpoint import Checkpoint
 from wsq.search.driver import (
     _Driver,
-    _generation_seed,
-    _make_problem,
-    _nsga2,
     _progress_text,
     _sweep_ks,
+    nsga2_loop,
 )
 from wsq.search.executors import SequentialRunner, _is_dask_client, make_runner
 from wsq.search.problem import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
@@ -121,12 +119,78 @@ def _pool_fingerprint(pool, flat: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_start: float) -> None:
+    """search(..., merge=True): merge the front solutions within tolerance (timed)."""
+    from wsq.core.merge import merge_front
+
+    t0 = time.perf_counter()
+    result.merged = merge_front(result, evaluate, tolerance=tolerance, progress=progress)
+    result.timings["merge_s"] = time.perf_counter() - t0
+    result.timings["total_s"] = time.perf_counter() - t_start
+
+
+def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, generations, seed,
+                 coder, include, exclude, min_dims, executor, checkpoint, merge, merge_tolerance,
+                 probe, rd, progress) -> SearchResult:  # fmt: skip
+    """Argument checks of method="grid", then wsq.search.grid.search_grid."""
+    from wsq.core.grid import _number
+    from wsq.search import grid as _search_grid
+
+    if strategy != "nsga2":
+        raise ValueError(f"method='grid' searches with strategy='nsga2', got strategy={strategy!r}")
+    for name, v in (("executor", executor), ("checkpoint", checkpoint)):
+        if v is not None:
+            raise ValueError(f"{name} is for method='uniform'; method='grid' runs in this process")
+    if variables is None:
+        variables = _search_grid.GRID_VARIABLES
+    variables = (variables,) if isinstance(variables, str) else tuple(variables)
+    if (
+        "scale" not in variables
+        or not set(variables) <= set(_search_grid.GRID_VARIABLES)
+        or len(set(variables)) != len(variables)
+    ):
+        raise ValueError(
+            f"variables for method='grid' must be ('scale',) or ('scale', 'rd'), got {variables!r}"
+        )
+    variables = tuple(v for v in _search_grid.GRID_VARIABLES if v in variables)
+    if probe is not None and not callable(probe):
+        raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
+    rd = 1.0 if rd is None else _number("rd", rd)
+    pop_size = _int_arg("pop_size", pop_size, 2)
+    generations = _int_arg("generations", generations, 1)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    seed = _int_arg("seed", seed, 0)
+    coder = _choice("coder", coder, _CODERS)
+    for name, v in (("merge", merge), ("progress", progress)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+    merge_tolerance = _number("merge_tolerance", merge_tolerance)
+    pool_options = {"include": include, "exclude": exclude, "min_dims": min_dims}
+    from wsq.core.compress import collect_pool
+
+    pool = collect_pool(model, **pool_options)
+    pooled_names = {n for e in pool.entries for n in e.names}
+    pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
+    rest_bytes = _state_bytes(model, pooled_names)
+    overhead = _file_overhead(model, 64, pool_options, coder, rest_bytes)
+    result = _search_grid.search_grid(
+        model, evaluate, variables=variables, pop_size=pop_size, generations=generations,
+        seed=seed, coder=coder, pool_options=pool_options, probe=probe, rd=rd, progress=progress,
+        sizes=(pooled_bytes + rest_bytes, rest_bytes, overhead), t_start=t_start,
+    )  # fmt: skip
+    if merge:
+        _merge_front_into(result, evaluate, merge_tolerance, progress, t_start)
+    return result
+
+
 def search(
     model: torch.nn.Module,
     evaluate: Callable[[torch.nn.Module], float],
     *,
+    method: str = "uniform",
     strategy: str = "nsga2",
-    variables: Sequence[str] = ("k",),
+    variables: Sequence[str] | None = None,
     k_min: int = 2,
     k_max: int = 1024,
     pop_size: int = 100,
@@ -146,6 +210,8 @@ def search(
     resume: bool = True,
     merge: bool = False,
     merge_tolerance: float = 0.0,
+    probe: Callable[[torch.nn.Module], float] | None = None,
+    rd: float | None = None,
     progress: bool = True,
 ) -> SearchResult:
     """Search the Pareto front of (metric drop, entropy-coded bits per weight) for `model`.
@@ -154,8 +220,15 @@ def search(
     writes every weight's bin mean into one working copy of the model (in place, one fused pass),
     and scores it with ``evaluate``. ``model`` itself is never modified.
 
+    With ``method="grid"`` the candidates are wsq.grid's per-tensor steps on one shared grid
+    instead (see wsq.tune and wsq.search.grid): the pooled tensors are probed once, then NSGA-II
+    searches the step scale and the rate-aware strength rd (variables ("scale", "rd"), the
+    default there, or ("scale",) with ``rd`` fixed). It runs in this process: executor,
+    checkpoint and strategy="sweep" are for method="uniform".
+
     Args:
         model: any nn.Module (its pooled weights must be finite and not all equal).
+        method: "uniform" (the paper's equal bins over k, default) or "grid".
         evaluate: ``evaluate(model) -> float``, higher is better (accuracy, -loss, fidelity...); it is
             called once on `model` for the baseline, then once per distinct candidate, under
             torch.no_grad. With an executor it runs in the workers and must be picklable
@@ -163,7 +236,8 @@ def search(
         strategy: "nsga2" (pymoo NSGA-II: SBX p=0.9 eta=15, PM p=0.9 eta=20, duplicates
             eliminated, integers by rounding: the paper's settings) or "sweep" (k only, evenly
             spaced, `budget` values).
-        variables: decision variables: ("k",) is the paper's mode; ("k", "clip") also searches
+        variables: decision variables (default ("k",) for uniform, ("scale", "rd") for grid):
+            ("k",) is the paper's mode; ("k", "clip") also searches
             the binning range (see Solution.clip: the range is shrunk around the pool's median by
             clip_floor ** clip, clip in [0, 1] in steps of 0.01). Measured on the digits CNN of
             bench/search.py (100 x 100): ("k", "clip") gives a larger front and hypervolume, also
@@ -205,6 +279,10 @@ def search(
             merge_tolerance); the merged models are in ``SearchResult.merged``. Runs here, not on
             the executor.
         merge_tolerance: the allowed drop for merging, in the metric's units (>= 0).
+        probe: "grid" only: the callable that probes sensitivities (default evaluate; a smooth
+            proxy such as wsq.metrics.kl helps when evaluate is a coarse accuracy).
+        rd: "grid" only: the rate-aware strength when "rd" is not a searched variable (>= 0;
+            default 1.0).
         progress: show a tqdm progress bar (generation, front size, best trade-off, evaluations).
 
     Returns:
@@ -223,8 +301,18 @@ def search(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    method = _choice("method", method, ("uniform", "grid"))
     strategy = _choice("strategy", strategy, _STRATEGIES)
-    variables = _variables(variables)
+    if method == "grid":
+        return _grid_search(
+            model, evaluate, t_start, variables=variables, strategy=strategy, pop_size=pop_size,
+            generations=generations, seed=seed, coder=coder, include=include, exclude=exclude,
+            min_dims=min_dims, executor=executor, checkpoint=checkpoint, merge=merge,
+            merge_tolerance=merge_tolerance, probe=probe, rd=rd, progress=progress,
+        )  # fmt: skip
+    if probe is not None or rd is not None:
+        raise ValueError("probe and rd apply to method='grid' only")
+    variables = _variables(("k",) if variables is None else variables)
     if strategy == "sweep" and variables != ("k",):
         raise ValueError(f"strategy='sweep' searches k only; got variables={variables!r}")
     k_min = _int_arg("k_min", k_min, 2, 65536)
@@ -366,6 +454,11 @@ def search(
         start, converged = int(meta["generation"]), bool(meta.get("converged", False))
         pop_x, pop_f = arrays["pop_x"], arrays["pop_f"]
 
+    def save_state(generation: int, conv: bool, px: np.ndarray, pf: np.ndarray) -> None:
+        nonlocal converged, pop_x, pop_f
+        converged, pop_x, pop_f = conv, px, pf
+        save(generation)
+
     def save(generation: int) -> None:
         if ckpt is None:
             return
@@ -404,37 +497,11 @@ def search(
                 bar.update(1)
             g = max(start, total)
         else:
-            from pymoo.core.evaluator import Evaluator
-            from pymoo.core.population import Population
-            from pymoo.operators.sampling.rnd import IntegerRandomSampling
-
-            problem = _make_problem(space, driver)
-            while g < total and not converged:
-                s = _generation_seed(seed, g)
-                if g == 0:
-                    alg = _nsga2(pop_size, IntegerRandomSampling())
-                    alg.setup(problem, termination=("n_gen", 1 << 30), seed=s, verbose=False)
-                else:
-                    # Rebuild from the survivors: the same path whether or not we resumed.
-                    alg = _nsga2(pop_size, Population.new(X=pop_x))
-                    alg.setup(problem, termination=("n_gen", 1 << 30), seed=s, verbose=False)
-                    parents = alg.ask()
-                    Evaluator().eval(problem, parents)
-                    alg.tell(infills=parents)
-                off = alg.ask()
-                if off is None or len(off) == 0:
-                    converged = True  # no new offspring: the reachable space is exhausted
-                    save(g)
-                    break
-                driver.evaluate([space.key(x) for x in off.get("X")], g)
-                Evaluator().eval(problem, off)
-                alg.tell(infills=off)
-                pop_x = np.asarray([space.key(x) for x in alg.pop.get("X")], dtype=np.int64)
-                pop_f = np.asarray(alg.pop.get("F"), dtype=np.float64)
-                g += 1
-                save(g)
-                bar.set_postfix(_progress_text(driver), refresh=False)
-                bar.update(1)
+            if not converged:
+                g, converged, pop_x, pop_f = nsga2_loop(
+                    space, driver, pop_size=pop_size, total=total, seed=seed, start=start,
+                    pop_x=pop_x, pop_f=pop_f, save=save_state, bar=bar,
+                )  # fmt: skip
     finally:
         bar.close()
         runner.close()
@@ -472,10 +539,5 @@ def search(
         pool_options=pool_options,
     )  # fmt: skip
     if merge:
-        from wsq.core.merge import merge_front
-
-        t0 = time.perf_counter()
-        result.merged = merge_front(result, evaluate, tolerance=merge_tolerance, progress=progress)
-        result.timings["merge_s"] = time.perf_counter() - t0
-        result.timings["total_s"] = time.perf_counter() - t_start
+        _merge_front_into(result, evaluate, merge_tolerance, progress, t_start)
     return result

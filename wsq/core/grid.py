@@ -1,4 +1,9 @@
-"""Sensitivity-aware steps on one shared grid: wsq's rate-distortion refinement of uniform binning.
+"""Sensitivity-aware steps on one shared grid (``wsq.tune``): wsq's best method.
+
+Public API: :func:`tune` (also ``wsq.tune``) tunes the grid to a tolerance and returns a
+wsq.Compressed; ``wsq.search(model, evaluate, method="grid")`` searches its (scale, rd) front. The
+building blocks (:class:`GridQuantizer`, :class:`GridPlan`, :func:`probe_sensitivity`,
+:func:`allocate`, :func:`plan_for`, :func:`tune_scale`) are public for custom drivers.
 
 Uniform binning gives every pooled weight the same step. With entropy-coded index streams (one
 stream per tensor, as wsq files store them) the coded size of a tensor depends on its step only
@@ -42,10 +47,12 @@ from wsq.kernels import ops
 __all__ = [
     "GridPlan",
     "GridQuantizer",
+    "GridResult",
     "probe_sensitivity",
     "allocate",
+    "plan_for",
     "tune_scale",
-    "tuned_compress",
+    "tune",
 ]
 
 MAX_POINTS = 65536  # a wsq codebook holds at most 2**16 entries
@@ -98,19 +105,27 @@ class GridQuantizer:
     """
 
     def __init__(self, model: torch.nn.Module, *, pool_options: dict | None = None) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if pool_options is not None and not isinstance(pool_options, dict):
+            raise TypeError(f"pool_options must be a dict, got {type(pool_options).__name__}")
         self.model = model
         self.pool_options = dict(pool_options or {})
         self.pool: Pool = collect_pool(model, **self.pool_options)
         self.flat = self.pool.flat().to("cpu").contiguous()
+        if not bool(torch.isfinite(self.flat).all()):
+            bad = ", ".join(self.pool.nonfinite(self.flat))
+            raise ValueError(f"model: parameters {bad} contain NaN or Inf values")
         self.entries = self.pool.entries
         self.numel = np.array([e.numel for e in self.entries], dtype=np.int64)
-        self.std = np.array(
-            [
-                float(self._slice(i).std()) if e.numel > 1 else 1.0
-                for i, e in enumerate(self.entries)
-            ]
-        )
-        self.absmax = float(self.flat.abs().max())
+        self.absmax = float(self.flat.abs().max()) if self.flat.numel() else 0.0
+        # the probe step is relative to each tensor's spread; a constant tensor has none, so it
+        # is probed at the pool's scale instead (its step then only sets its own rounding)
+        fallback = self.absmax if self.absmax > 0 else 1.0
+        std = [
+            float(self._slice(i).std()) if e.numel > 1 else 0.0 for i, e in enumerate(self.entries)
+        ]
+        self.std = np.array([v if v > 0 else fallback for v in std])
 
     def _slice(self, i: int) -> Tensor:
         e = self.entries[i]
@@ -126,8 +141,8 @@ class GridQuantizer:
         """Assign every pooled weight to a grid point and build the shared codebook."""
         if len(plan.mult) != len(self.entries):
             raise ValueError(f"plan has {len(plan.mult)} steps for {len(self.entries)} tensors")
-        if not plan.delta0 > 0:
-            raise ValueError(f"delta0 must be > 0, got {plan.delta0}")
+        if not (math.isfinite(plan.delta0) and plan.delta0 > 0):
+            raise ValueError(f"plan.delta0 must be a finite number > 0, got {plan.delta0}")
         if min(plan.mult) < 1:
             raise ValueError("every step multiple must be >= 1")
         if 2 * self.absmax / plan.delta0 >= MAX_SPAN:
@@ -227,9 +242,26 @@ class GridQuantizer:
 # ----------------------------------------------------------------------------- sensitivity
 
 
-def _score(evaluate: Callable, model: torch.nn.Module) -> float:
-    with torch.no_grad():
-        return float(evaluate(model))
+def score(evaluate: Callable, model: torch.nn.Module, name: str = "evaluate") -> float:
+    """``float(evaluate(model))`` under no_grad; a non-number is a TypeError naming `name`, and an
+    exception raised by the callable carries a note naming it (the caller sees which one failed).
+    NaN is returned as it is: callers decide (a NaN candidate never passes a tolerance)."""
+    try:
+        with torch.no_grad():
+            v = evaluate(model)
+    except Exception as e:
+        e.add_note(f"(raised by the {name} callable given to wsq)")
+        raise
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}(model) must return a float, got {type(v).__name__}") from None
+
+
+def _finite_baseline(v: float, name: str) -> float:
+    if not math.isfinite(v):
+        raise ValueError(f"{name}(model) returned {v} on the original model; it must be finite")
+    return v
 
 
 def probe_sensitivity(
@@ -240,43 +272,67 @@ def probe_sensitivity(
     rel_step: float = 0.5,
     min_drop: float = 1e-9,
 ) -> np.ndarray:
-    """s_t per pool entry: drop / step^2 when tensor t alone is rounded to step rel_step * std_t.
+    """s_t per pool entry (float64 (T,), metric units per step^2): the drop when tensor t alone is
+    rounded to step ``rel_step * std_t``, divided by that step squared.
 
     One evaluation per tensor on a working copy (the others stay exact). A tensor whose drop is
     below `min_drop` (insensitive, or unused by the metric) gets the smallest positive measured
-    coefficient divided by 100 rather than 0, so its step stays finite.
+    coefficient divided by 100 rather than 0, so its step stays finite. A NaN probe score counts
+    as a large drop (that tensor is treated as the most sensitive one).
     """
+    if not isinstance(gq, GridQuantizer):
+        raise TypeError(f"gq must be a GridQuantizer, got {type(gq).__name__}")
+    if not (isinstance(rel_step, (int, float)) and math.isfinite(rel_step) and rel_step > 0):
+        raise ValueError(f"rel_step must be a finite number > 0, got {rel_step!r}")
     work = copy.deepcopy(gq.model)
     params = gq.pool.tensors(work)
     s = np.zeros(len(gq.entries))
+    nan = np.zeros(len(gq.entries), dtype=bool)
     for i, p in enumerate(params):
         step = rel_step * gq.std[i]
         orig = p.data.clone()
         with torch.no_grad():
             w = gq._slice(i)
             p.data.copy_((torch.round(w / step) * step).reshape(p.shape).to(p.dtype))
-        drop = baseline - _score(evaluate, work)
+        drop = baseline - score(evaluate, work, "probe")
         with torch.no_grad():
             p.data.copy_(orig)
-        s[i] = max(drop, 0.0) / (step * step)
+        nan[i] = not math.isfinite(drop)
+        s[i] = 0.0 if nan[i] else max(drop, 0.0) / (step * step)
     pos = s[s > min_drop]
     floor = (pos.min() / 100.0) if pos.size else 1.0
-    return np.where(s > 0, np.maximum(s, floor), floor)
+    s = np.where(s > 0, np.maximum(s, floor), floor)
+    if nan.any():
+        s[nan] = s.max() * 100.0
+    return s
 
 
 def allocate(numel: Sequence[int], sens: Sequence[float], scale: float) -> np.ndarray:
-    """Steps minimising coded bits for a predicted drop: step_t = scale * sqrt(numel_t / s_t)."""
+    """Steps minimising coded bits for a predicted drop: ``step_t = scale * sqrt(numel_t / s_t)``
+    (float64 (T,), weight units)."""
     n = np.asarray(numel, dtype=np.float64)
     s = np.asarray(sens, dtype=np.float64)
+    if n.shape != s.shape:
+        raise ValueError(f"numel and sens must have the same length, got {n.shape} and {s.shape}")
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("sens must be finite and > 0 (see probe_sensitivity)")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     return scale * np.sqrt(n / s)
 
 
 def plan_for(steps: np.ndarray, *, resolution: int = 4, rd: float = 0.0) -> GridPlan:
     """A GridPlan approximating real steps: delta0 = min step / resolution, multiples rounded."""
     steps = np.asarray(steps, dtype=np.float64)
+    if steps.size == 0 or not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise ValueError("steps must be a non-empty array of finite numbers > 0")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be an int >= 1, got {resolution!r}")
+    if not (math.isfinite(rd) and rd >= 0):
+        raise ValueError(f"rd must be a finite number >= 0, got {rd!r}")
     delta0 = float(steps.min()) / resolution
     mult = tuple(int(max(1, round(s / delta0))) for s in steps)
-    return GridPlan(delta0, mult, rd=rd)
+    return GridPlan(delta0, mult, rd=float(rd))
 
 
 def tune_scale(
@@ -340,70 +396,139 @@ def tune_scale(
     return best[0], best[1], trace
 
 
-def tuned_compress(
+def _number(name: str, v, *, lo: float = 0.0, strict: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v) or v < lo or (strict and v == lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo}, got {v}")
+    return v
+
+
+def tune(
     model: torch.nn.Module,
     evaluate: Callable[[torch.nn.Module], float],
     *,
     tolerance: float,
-    baseline: float | None = None,
+    rd: float = 1.0,
     probe: Callable[[torch.nn.Module], float] | None = None,
+    iters: int = 10,
+    baseline: float | None = None,
     sensitivities: np.ndarray | None = None,
-    rd: float = 0.0,
-    iters: int = 8,
     probe_step: float = 0.5,
     start_drop: float = 0.01,
     start_scale: float | None = None,
     quantizer: GridQuantizer | None = None,
-    include=None,
-    exclude=None,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
     min_dims: int = 2,
-) -> tuple[Compressed, dict]:
-    """Sensitivity-aware steps on one shared grid, tuned to ``evaluate >= baseline - tolerance``.
+) -> Compressed:
+    """Compress `model` on one shared grid with per-tensor steps, tuned to the tolerance.
 
-    Probes each pooled tensor once with ``probe`` (default: ``evaluate``; give a smooth proxy such
-    as wsq.metrics.kl when the metric is coarse, e.g. accuracy on a few hundred samples), allocates
-    ``step_t = c sqrt(n_t / s_t)`` and finds the largest c that keeps the decision metric within
-    the tolerance (bracketing from the scale predicted for a probe drop of ``start_drop``, then
-    bisection: ``iters`` evaluations). ``model`` is not modified.
+    Probes each pooled tensor once with ``probe`` (default: ``evaluate``), allocates
+    ``step_t = c * sqrt(n_t / s_t)`` (weight units; n_t weights, s_t the probed sensitivity) and
+    finds the largest c that keeps ``evaluate >= baseline - tolerance`` (bracketing from the scale
+    predicted for a probe drop of ``start_drop``, then bisection: ``iters`` evaluations). Then the
+    model is packed: ONE codebook shared by every layer, as wsq.compress makes, so the result
+    works with wsq.save/load, wsq.merge and the LUT layers. ``model`` is not modified.
+
+    Args:
+        model: any nn.Module; pooled as wsq.compress pools it (include/exclude/min_dims).
+        evaluate: ``evaluate(model) -> float``, higher is better; decides the scale.
+        tolerance: allowed drop below ``evaluate(model)``, in the metric's units (>= 0).
+        rd: rate-aware rounding strength (0: nearest point; 1: the high-rate rate-distortion
+            slope, default; larger trades more error for fewer bits).
+        probe: a smooth proxy for the sensitivities when the metric is coarse (e.g.
+            wsq.metrics.kl on the validation inputs when evaluate is accuracy on a few hundred
+            samples); default ``evaluate``.
+        iters: evaluations spent tuning the scale (>= 1).
+        baseline: evaluate(model) when already known (saves one evaluation).
+        sensitivities: float64 (T,) from an earlier probe_sensitivity (skips probing).
+        probe_step: the probe rounds tensor t to step probe_step * std(t).
+        start_drop, start_scale: where the bracketing starts (start_scale wins when given).
+        quantizer: a GridQuantizer of `model` to reuse (its pool options win).
 
     Returns:
-        (wsq.Compressed, info) -- info: baseline, sensitivities (per pooled tensor, probe units
-        per step^2), scale, plan (GridPlan), trace [(scale, metric)], metric, evaluations,
-        probe_s, tune_s. Raises ValueError when no scale meets the tolerance.
+        wsq.Compressed with ``tune_info``: baseline, metric (evaluate of the tuned model),
+        tolerance, rd, scale, plan (GridPlan), sensitivities, trace [(scale, metric)],
+        evaluations (calls of evaluate and probe, the baseline's included), probe_s, tune_s.
+
+    Raises:
+        TypeError / ValueError naming the argument; ValueError when evaluate or probe returns a
+        non-finite score on the original model, or when no scale meets the tolerance (the message
+        lists what was tried). Exceptions raised by evaluate/probe propagate with a note naming
+        the callable.
     """
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    if probe is not None and not callable(probe):
+        raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
+    tolerance = _number("tolerance", tolerance)
+    rd = _number("rd", rd)
+    probe_step = _number("probe_step", probe_step, strict=True)
+    start_drop = _number("start_drop", start_drop, strict=True)
+    if start_scale is not None:
+        start_scale = _number("start_scale", start_scale, strict=True)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    if quantizer is not None and (
+        not isinstance(quantizer, GridQuantizer) or quantizer.model is not model
+    ):
+        raise ValueError("quantizer must be a GridQuantizer built on this model")
     gq = quantizer or GridQuantizer(
         model, pool_options={"include": include, "exclude": exclude, "min_dims": min_dims}
     )
-    base = _score(evaluate, model) if baseline is None else float(baseline)
-    info: dict = {"baseline": base, "evaluations": 0 if baseline is not None else 1}
+    if baseline is None:
+        base = _finite_baseline(score(evaluate, model), "evaluate")
+    else:
+        base = _number("baseline", baseline, lo=-math.inf)
+    info: dict = {"baseline": base, "tolerance": tolerance, "rd": rd}
+    info["evaluations"] = 0 if baseline is not None else 1
     t0 = time.perf_counter()
     if sensitivities is None:
         pr = probe or evaluate
-        pbase = base if pr is evaluate else _score(pr, model)
+        pbase = base if pr is evaluate else _finite_baseline(score(pr, model, "probe"), "probe")
         sensitivities = probe_sensitivity(gq, pr, pbase, rel_step=probe_step)
         info["evaluations"] += len(gq.entries) + (pr is not evaluate)
+    sensitivities = np.asarray(sensitivities, dtype=np.float64)
+    if sensitivities.shape != (len(gq.entries),):
+        raise ValueError(
+            f"sensitivities must have shape ({len(gq.entries)},) (one per pooled tensor), "
+            f"got {sensitivities.shape}"
+        )
     info["probe_s"] = time.perf_counter() - t0
-    info["sensitivities"] = np.asarray(sensitivities, dtype=np.float64)
+    info["sensitivities"] = sensitivities
     work = copy.deepcopy(model)
 
     def make(scale: float):
         plan = plan_for(allocate(gq.numel, sensitivities, scale), rd=rd)
-        gq.write(gq.quantize(plan), work)
-        return _score(evaluate, work), plan
+        try:
+            gq.write(gq.quantize(plan), work)
+        except ValueError:  # too fine a grid (span or codebook limit): fails like a bad score
+            return -math.inf, plan
+        return score(evaluate, work), plan
 
     if start_scale is None:
-        start_scale = math.sqrt(start_drop / float(gq.numel.sum()))
+        start_scale = math.sqrt(start_drop / max(1.0, float(gq.numel.sum())))
     t0 = time.perf_counter()
     scale, plan, trace = tune_scale(make, base - tolerance, start_scale, iters=iters)
     info["tune_s"] = time.perf_counter() - t0
     info["evaluations"] += len(trace)
     info.update(scale=scale, plan=plan, trace=trace)
     if plan is None:
+        tried = [(float(f"{s:.4g}"), float(f"{m:.6g}")) for s, m in trace]
+        why = (
+            "evaluate returned NaN for every candidate"
+            if all(math.isnan(m) for _, m in trace)
+            else f"tried (scale, metric): {tried}"
+        )
         raise ValueError(
-            f"no step scale kept the metric within tolerance={tolerance} of {base} "
-            f"(tried {[(round(s, 8), round(m, 6)) for s, m in trace]})"
+            f"evaluate never reached baseline - tolerance = {base} - {tolerance} = "
+            f"{base - tolerance} on the grid ({why}); raise tolerance or iters"
         )
     info["metric"] = max(m for s, m in trace if s == scale)
-    return gq.compress(gq.quantize(plan)), info
+    out = gq.compress(gq.quantize(plan))
+    out.tune_info = info
+    return out

@@ -1,0 +1,247 @@
+"""wsq.grid (wsq.tune) and wsq.search(method="grid"): one shared grid, per-tensor steps."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from test_results import _Net  # the two-layer toy with an outlier
+from torch import nn
+
+import wsq
+from wsq import grid
+
+
+def test_grid_quantizer_matches_rounding_and_saves(tmp_path):
+    m = _Net()
+    gq = grid.GridQuantizer(m)
+    delta0 = 0.01
+    r = gq.quantize(grid.GridPlan(delta0, (1, 1)))
+    assert torch.all(r.codebook[1:] > r.codebook[:-1])
+    for i, e in enumerate(gq.entries):
+        w = gq.flat[e.offset : e.offset + e.numel]
+        assert torch.equal(r.points[i], torch.round(w / delta0).to(torch.int64))
+    work = copy.deepcopy(m)
+    gq.write(r, work)
+    # each weight is replaced by the mean of its grid cell (the cell is one step wide)
+    for (n, p), (_, q) in zip(work.named_parameters(), m.named_parameters(), strict=True):
+        if p.dim() == 2:
+            assert (p - q).abs().max() < delta0, n
+    c = gq.compress(r)
+    wsq.save(c, tmp_path / "m.wsq")
+    loaded = wsq.load(tmp_path / "m.wsq", copy.deepcopy(m))
+    dense = loaded.dequantized_state_dict()
+    for n, p in work.state_dict().items():
+        assert torch.equal(dense[n], p), n
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), work(x))
+    assert os.path.getsize(tmp_path / "m.wsq") == c.stats()["file_bytes"]
+    # a coarser step on one tensor: fewer coded bits, that tensor's error grows, the other's not
+    r2 = gq.quantize(grid.GridPlan(delta0, (8, 1)))
+    assert r2.bits < r.bits
+    assert torch.equal(r2.points[1], r.points[1])
+    assert torch.all(r2.points[0] % 8 == 0)
+    # rate-aware assignment spends fewer bits for a bounded extra error
+    r3 = gq.quantize(grid.GridPlan(delta0, (8, 1), rd=1.0))
+    assert r3.bits < r2.bits
+    work3 = copy.deepcopy(m)
+    gq.write(r3, work3)
+    assert (work3.a.weight - m.a.weight).abs().max() <= 8 * delta0 + 1e-6
+    with pytest.raises(ValueError, match="steps for"):
+        gq.quantize(grid.GridPlan(delta0, (1,)))
+    with pytest.raises(ValueError, match="too fine"):
+        gq.quantize(grid.GridPlan(1e-9, (1, 1)))
+
+
+def test_probe_allocate_and_tune():
+    m = _Net()
+    gq = grid.GridQuantizer(m)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
+    ev = wsq.metrics.cosine(m, x)
+    s = grid.probe_sensitivity(gq, ev, ev(m))
+    assert s.shape == (2,) and np.all(s > 0)
+    steps = grid.allocate(gq.numel, s, 1.0)
+    # step_t ~ sqrt(n_t / s_t): the tensor with higher sensitivity per weight gets the finer step
+    per_w = s / gq.numel
+    assert (steps[0] < steps[1]) == (per_w[0] > per_w[1])
+    plan = grid.plan_for(steps, resolution=4)
+    assert min(plan.mult) == 4
+    # bracketing + bisection on a monotone toy metric
+    scale, payload, trace = grid.tune_scale(lambda c: (1.0 - c, c), 0.7, 0.01, iters=12)
+    assert 0.25 < scale <= 0.3 and payload == scale
+    scale, payload, trace = grid.tune_scale(lambda c: (1.0 - c, c), 0.7, 5.0, iters=12)
+    assert 0.25 < scale <= 0.3
+    assert grid.tune_scale(lambda c: (-1.0, c), 0.7, 1.0, iters=4)[0] is None
+
+
+def test_tune_meets_the_tolerance():
+    m = _Net()
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    ev = wsq.metrics.cosine(m, x)
+    c = grid.tune(m, ev, tolerance=0.01, iters=8, rd=0.0)
+    info = c.tune_info
+    assert info["metric"] >= 1.0 - 0.01 - 1e-9 and info["evaluations"] == 1 + 2 + len(info["trace"])
+    assert abs(ev(c.model) - info["metric"]) < 1e-4  # the packed model computes what was tuned
+    # coarser than a uniform grid at the finest tensor's step, for the same model
+    assert c.stats()["bits_entropy"] < wsq.compress(m, 1024).stats()["bits_entropy"]
+    assert torch.equal(m.a.weight, _Net().a.weight)  # the input model is not modified
+    with pytest.raises(ValueError, match="tolerance"):
+        grid.tune(m, ev, tolerance=-1.0)
+    with pytest.raises(ValueError, match="never reached"):
+        grid.tune(m, ev, tolerance=0.0, baseline=2.0, iters=3)
+
+
+class _Mixed(nn.Module):
+    """Every kind of layer wsq.compress pools: conv, embedding, linear, a raw parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.emb = nn.Embedding(20, 16)
+        self.conv = nn.Conv1d(16, 24, 3, padding=1)
+        self.raw = nn.Parameter(torch.randn(24, 24) * 0.2)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, ids):
+        h = self.conv(self.emb(ids).transpose(1, 2)).relu().mean(-1)
+        return self.fc(h @ self.raw)
+
+
+def _ids():
+    return torch.randint(0, 20, (64, 7), generator=torch.Generator().manual_seed(4))
+
+
+def test_tune_any_layer_saves_loads_and_merges(tmp_path):
+    m = _Mixed()
+    ev = wsq.metrics.cosine(m, _ids())
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    c = wsq.tune(m, ev, tolerance=0.02)
+    info = c.tune_info
+    assert ev(c.model) >= info["baseline"] - 0.02 - 1e-6
+    assert abs(ev(c.model) - info["metric"]) < 1e-4
+    assert {"emb.weight", "conv.weight", "raw", "fc.weight"} <= set(c.quantized)
+    # one shared codebook: every layer's table is the same storage
+    s = c.stats()
+    assert s["n_bins"] == c.codebook.numel() and s["cr"] > 1
+    path = tmp_path / "m.wsq"
+    wsq.save(c, path)
+    assert os.path.getsize(path) == s["file_bytes"]
+    loaded = wsq.load(path, _Mixed())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(_ids()), c.model(_ids()))
+    merged = wsq.merge(c, ev, tolerance=0.02, baseline=info["baseline"], max_evals=20)
+    assert merged.codebook.numel() <= c.codebook.numel()
+    assert ev(merged.model) >= info["baseline"] - 0.02 - 1e-6
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the input model is not modified
+
+
+def test_tune_bad_evaluators_name_the_callable():
+    m = _Net()
+    x = torch.randn(16, 64)
+    with pytest.raises(ValueError, match="evaluate.*nan"):
+        wsq.tune(m, lambda mod: float("nan"), tolerance=0.1)
+
+    calls = []
+
+    def nan_after_baseline(mod):
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else float("nan")
+
+    with pytest.raises(ValueError, match="NaN for every candidate"):
+        wsq.tune(m, nan_after_baseline, tolerance=0.1, iters=3)
+
+    def boom(mod):
+        raise RuntimeError("no data")
+
+    with pytest.raises(RuntimeError, match="no data") as e:
+        wsq.tune(m, boom, tolerance=0.1)
+    assert any("evaluate" in n for n in getattr(e.value, "__notes__", []))
+    with pytest.raises(TypeError, match="evaluate.*float"):
+        wsq.tune(m, lambda mod: "high", tolerance=0.1)
+    with pytest.raises(TypeError, match="evaluate must be callable"):
+        wsq.tune(m, 3, tolerance=0.1)
+    with pytest.raises(TypeError, match="probe"):
+        wsq.tune(m, wsq.metrics.cosine(m, x), tolerance=0.1, probe="kl")
+    with pytest.raises(TypeError, match="model"):
+        wsq.tune("net", wsq.metrics.cosine(m, x), tolerance=0.1)
+    for kw in ({"rd": -1.0}, {"iters": 0}, {"tolerance": math.nan}, {"probe_step": 0.0}):
+        with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
+            wsq.tune(m, wsq.metrics.cosine(m, x), **{"tolerance": 0.1, **kw})
+    bad = _Net()
+    with torch.no_grad():
+        bad.a.weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match="a.weight"):
+        wsq.tune(bad, lambda mod: 1.0, tolerance=0.1)
+
+
+@pytest.fixture(scope="module")
+def grid_result():
+    m = _Net()
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(5))
+    ev = wsq.metrics.cosine(m, x)
+    return m, ev, wsq.search(m, ev, method="grid", pop_size=8, generations=4, progress=False)
+
+
+def test_search_grid_front_and_outputs(tmp_path, grid_result):
+    m, ev, r = grid_result
+    assert r.config["method"] == "grid" and r.variables == ("scale", "rd")
+    assert r.n_evaluations >= 8 and len(r.front) >= 2
+    bits = [s.bits for s in r.front]
+    assert bits == sorted(bits)
+    assert all(s.method == "grid" and s.scale > 0 and 0 <= s.rd <= 2 for s in r.front)
+    best = r.best(0.05)
+    c = r.compress(best)
+    # the compressed model computes what the search scored; the cr is the real file's
+    assert abs(ev(c.model) - best.metric) < 1e-5
+    assert math.isclose(c.stats()["cr"], best.cr, rel_tol=0.02)
+    assert c.stats()["n_bins"] == best.n_bins
+    path = tmp_path / "best.wsq"
+    wsq.save(c, path)
+    assert os.path.getsize(path) == c.stats()["file_bytes"]
+    text = r.table()
+    assert "grid" in text and "scale" in text and len(text.splitlines()) == 2 + len(r.front)
+    r.to_csv(tmp_path / "f.csv")
+    rows = list(csv.DictReader(open(tmp_path / "f.csv")))
+    assert [float(row["scale"]) for row in rows] == [s.scale for s in r.front]
+    r.to_json(tmp_path / "f.json")
+    assert json.load(open(tmp_path / "f.json"))["front"][0]["method"] == "grid"
+    r.plot(tmp_path / "f.png")
+    assert os.path.getsize(tmp_path / "f.png") > 0
+    # merge takes what compress() gives; a bare Solution gets a message saying what to pass
+    merged = wsq.merge(c, ev, tolerance=0.05, baseline=r.baseline, max_evals=10)
+    assert merged.codebook.numel() <= c.codebook.numel()
+    with pytest.raises(TypeError, match=r"result.compress\(solution\)"):
+        wsq.merge(best, ev, tolerance=0.05, baseline=r.baseline)
+
+
+def test_search_grid_is_seeded_and_checks_arguments(grid_result):
+    m, ev, r = grid_result
+    again = wsq.search(m, ev, method="grid", pop_size=8, generations=4, progress=False)
+    assert [(s.x, s.bits, s.metric) for s in again.front] == [
+        (s.x, s.bits, s.metric) for s in r.front
+    ]
+    one = wsq.search(
+        m, ev, method="grid", variables=("scale",), rd=0.0, pop_size=6, generations=2,
+        progress=False,
+    )  # fmt: skip
+    assert all(s.rd == 0.0 for s in one.history)
+    with pytest.raises(ValueError, match="method"):
+        wsq.search(m, ev, method="kmeans")
+    with pytest.raises(ValueError, match="variables"):
+        wsq.search(m, ev, method="grid", variables=("k",))
+    with pytest.raises(ValueError, match="executor"):
+        wsq.search(m, ev, method="grid", executor=object())
+    with pytest.raises(ValueError, match="strategy"):
+        wsq.search(m, ev, method="grid", strategy="sweep")
+    with pytest.raises(ValueError, match="method=.grid. only"):
+        wsq.search(m, ev, rd=0.5)
+    with pytest.raises(ValueError, match="evaluate.*nan"):
+        wsq.search(m, lambda mod: math.nan, method="grid", pop_size=4, generations=1)

@@ -1,0 +1,24 @@
+"""What an installation reports about itself: ``wsq info`` without FILE names both compiled modules."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import wsq
+from wsq import cli
+
+
+def test_wsq_info_without_file_reports_the_build(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] and d["problems"] == []
+    assert d["version"] == wsq.__version__
+    # the CPU module is the one next to the imported package (source tree or site-packages)
+    assert os.path.dirname(d["cpu_module"]) == os.path.dirname(wsq.__file__)
+    assert d["cuda_built"] == (d["cuda_module"] is not None)
+    if d["cuda_built"]:
+        assert os.path.dirname(d["cuda_module"]) == os.path.dirname(wsq.__file__)
+    assert cli.main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert f"cpu_module: {d['cpu_module']}" in text and f"cuda_built: {d['cuda_built']}" in text
