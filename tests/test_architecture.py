@@ -24,7 +24,7 @@ ORACLE = "wsq.reference"
 SHARED = {"wsq._spec"}
 # Modules allowed to import the oracle: the microbenchmark checks every kernel against its twin
 # before it times it (a check, like the tests), and wsq.reference is the oracle itself.
-ORACLE_USERS = {"wsq.kernels.microbench"}
+ORACLE_USERS = {"wsq.cli.bench"}
 
 
 def _modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -142,6 +142,38 @@ def test_no_import_cycles():
     assert not found, "import cycles among wsq modules: " + "; ".join(
         " <-> ".join(c) for c in found
     )
+
+
+# The stages bottom up (docs/architecture.md): a module may import its own layer or lower ones, never
+# a higher one. Longest matching prefix wins; the public aliases sit with what they alias.
+LAYERS = [
+    ["wsq._spec", "wsq.errors", "wsq.metrics", "wsq.reference"],
+    ["wsq.kernels", "wsq.ops"],
+    ["wsq._info", "wsq.nn", "wsq.io.entropy", "wsq.entropy", "wsq.io.format", "wsq.io.writer"],
+    ["wsq.core", "wsq.grid"],
+    ["wsq.io", "wsq.io.reader"],
+    ["wsq.search"],
+    ["wsq"],
+    ["wsq.examples", "wsq.cli"],
+]
+
+
+def _layer(mod: str) -> int:
+    best = max(
+        (p for layer in LAYERS for p in layer if mod == p or mod.startswith(p + ".")), key=len
+    )
+    return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def test_layers_import_downwards():
+    graph = import_graph()
+    up = [
+        f"{m} (layer {_layer(m)}) -> {d} (layer {_layer(d)})"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if _layer(d) > _layer(m)
+    ]
+    assert not up, "imports against the layering: " + "; ".join(up)
 
 
 def test_oracle_imports_only_the_shared_contract():

@@ -249,7 +249,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from wsq.kernels import microbench as _microbench
+    from wsq.cli import bench as _microbench
 
     shape = None
     if args.matmul is not None:
