@@ -249,7 +249,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from wsq.cli import bench as _microbench
+    from wsq.cli import bench
 
     shape = None
     if args.matmul is not None:
@@ -261,9 +261,7 @@ def _cmd_bench(args) -> int:
             raise CliError(f"--matmul must be OUTxIN (e.g. 4096x4096), got {args.matmul!r}")
     if args.n < 1:
         raise CliError(f"--n must be >= 1, got {args.n}")
-    rows, info = _microbench.run(
-        quick=True, n=args.n, shape=shape, say=None if args.json else print
-    )
+    rows, info = bench.run(quick=True, n=args.n, shape=shape, say=None if args.json else print)
     if args.json:
         print(json.dumps(_json_safe({"machine": info, "rows": rows})))
     return 0

@@ -5,8 +5,8 @@ implementation, so ``torch.compile`` traces through it, and device kernels regis
 ``cpu`` -> wsq._C, ``cuda`` -> wsq._cuda (imported on first use). The public functions below check
 their arguments first (TypeError / ValueError naming the argument) and then call the op.
 
-Shared conventions (see wsq/reference.py, csrc/common.h): the binning formula, LSB-first dense bit
-packing, float32 codebooks. Kernels that look indices up in a codebook take a *table* padded to
+Shared conventions (wsq/_spec.py, csrc/common.h; spelled out in wsq/reference.py): the binning
+formula, LSB-first dense bit packing, float32 codebooks. Kernels that look indices up in a codebook take a *table* padded to
 2**bits entries with NaN, so an index beyond the codebook can never read out of bounds and shows up
 as NaN instead of a plausible value.
 """
