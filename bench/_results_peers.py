@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 import wsq
-from wsq import entropy, ops
-from wsq.compress import Pool, collect_pool
+from wsq import ops
+from wsq.core.compress import Pool, collect_pool
+from wsq.io import entropy
 
 # ----------------------------------------------------------------------------- 1-D k-means
 

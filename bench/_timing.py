@@ -7,7 +7,7 @@ import platform
 import subprocess
 
 # One copy of the timing and table logic, shared with `wsq bench` (re-exported for the scripts).
-from wsq._microbench import median_time, print_table
+from wsq.cli.bench import median_time, print_table
 
 __all__ = ["median_time", "print_table", "machine", "write_json"]
 

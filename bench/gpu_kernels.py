@@ -40,7 +40,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 import wsq  # noqa: E402
-from wsq import _native, ops, reference  # noqa: E402
+from wsq import reference
+from wsq.kernels import native as _native
+from wsq.kernels import ops  # noqa: E402
 
 ROWS: list[dict] = []
 

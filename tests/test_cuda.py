@@ -1,4 +1,4 @@
-"""CUDA kernels (wsq._cuda, wired through wsq/_ops_cuda.py).
+"""CUDA kernels (wsq._cuda, wired through wsq/kernels/cuda.py).
 
 Two kinds of test:
 
@@ -26,7 +26,8 @@ import pytest
 import torch
 
 import wsq
-from wsq import _native, ops, reference
+from wsq import ops, reference
+from wsq.kernels import native as _native
 
 CUDA_BUILT = _native.cuda_built()
 CUDA_AVAILABLE = bool(wsq.info()["cuda_available"])
@@ -63,7 +64,7 @@ def _py(code: str) -> subprocess.CompletedProcess:
 
 def test_import_wsq_does_not_load_cuda_module():
     r = _py(
-        "import sys, torch, wsq, wsq.ops, wsq._ops_cuda\n"
+        "import sys, torch, wsq, wsq.ops, wsq.kernels.cuda\n"
         "assert 'wsq._cuda' not in sys.modules, 'wsq._cuda imported'\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n"
         "print('ok')"
@@ -75,7 +76,7 @@ def test_missing_cuda_module_raises_clear_error_at_call():
     r = _py(
         "import sys\n"
         "sys.modules['wsq._cuda'] = None  # as if it was never built\n"
-        "from wsq import _native\n"
+        "from wsq.kernels import native as _native\n"
         "try:\n"
         "    _native.cuda()\n"
         "except RuntimeError as e:\n"

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import wsq
-from wsq import _native, ops, reference
+from wsq import ops, reference
+from wsq.kernels import native as _native
 
 needs_build = pytest.mark.skipif(
     not _native.cuda_built(), reason="wsq._cuda was not built (no nvcc)"

@@ -92,7 +92,7 @@ def tiny_parts(n: int = 4, coder_seed: int = 0) -> SimpleNamespace:
 
 
 def file_bytes(parts, coder: str = "ans") -> bytes:
-    header, chunks = wio._layout(parts, coder)
+    header, chunks = wio.writer._layout(parts, coder)
     return len(header).to_bytes(8, "little") + header + b"".join(bytes(c) for c in chunks)
 
 
@@ -130,9 +130,9 @@ def split(data: bytes) -> tuple[dict, bytes]:
 def join(header: dict, area: bytes, *, sign: bool = True) -> bytes:
     """Serialise a header (recomputing its CRC unless sign=False) in front of a data area."""
     if sign:
-        raw = wio._header_bytes(header)
+        raw = wio.format._header_bytes(header)
     else:
-        raw = wio._dumps(header).encode()
+        raw = wio.format._dumps(header).encode()
         raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + area
 
@@ -142,7 +142,7 @@ def get_meta(h: dict) -> dict:
 
 
 def put_meta(h: dict, m: dict) -> None:
-    h["__metadata__"]["wsq"] = wio._dumps(m)
+    h["__metadata__"]["wsq"] = wio.format._dumps(m)
 
 
 def put(path, data: bytes) -> None:
@@ -261,7 +261,7 @@ def _restream(symbols_fn, n_symbols_fn, name="fc.weight"):
     """Swap a stream for another validly coded one (layout recomputed), e.g. a wrong count."""
 
     def make(data):
-        from wsq import entropy
+        from wsq.io import entropy
 
         h, area = split(data)
         m = get_meta(h)

@@ -11,7 +11,7 @@ import torch
 
 import wsq
 from wsq import ops
-from wsq._isa import ISA_LEVELS
+from wsq.kernels.isa import ISA_LEVELS
 
 
 @pytest.mark.parametrize("level", ISA_LEVELS)

@@ -11,7 +11,7 @@ from torch import nn
 
 import wsq
 from wsq import ops, reference
-from wsq.merge import merge
+from wsq.core.merge import merge
 
 
 def _mlp(seed: int = 0) -> nn.Module:
@@ -312,7 +312,7 @@ def test_nan_metric_rejects():
 
 
 def test_merge_front_merges_the_solutions_within_tolerance():
-    from wsq.merge import merge_front
+    from wsq.core.merge import merge_front
 
     model = _mlp(7)
     x = torch.randn(64, 24, generator=torch.Generator().manual_seed(1))

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import wsq
-from wsq._minilm import SENTENCES as MINILM_SENTENCES
+from wsq.examples.minilm import SENTENCES as MINILM_SENTENCES
 from wsq.reference import fake_quant_model as reference_fake_quant
 
 K = 64

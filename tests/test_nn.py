@@ -106,7 +106,7 @@ def test_embedding_padding_idx_and_max_norm(device):
     if device.type == "cpu":
         with pytest.raises(IndexError):
             c.model(torch.tensor([50]))
-    else:  # the CUDA gather cannot raise without a sync: a NaN row (wsq/_ops_cuda.py)
+    else:  # the CUDA gather cannot raise without a sync: a NaN row (wsq/kernels/cuda.py)
         assert torch.isnan(c.model(torch.tensor([50], device=device))).all()
     emb = nn.Embedding(20, 8, max_norm=0.5).to(device)
     emb_copy = copy.deepcopy(emb)

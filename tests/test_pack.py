@@ -15,7 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsq import _native, ops, reference
+from wsq import ops, reference
+from wsq.kernels import native as _native
 
 _C = _native.cpu()
 _LEVELS = ["scalar", "avx2", "avx512"]

@@ -14,8 +14,9 @@ from _search_digits import Accuracy, trained_cnn
 from torch import nn
 
 import wsq
-from wsq._search_eval import CandidateEvaluator, Space
-from wsq.search import Solution, _sweep_ks, search
+from wsq.search import Solution, search
+from wsq.search.driver import _sweep_ks
+from wsq.search.problem import CandidateEvaluator, Space
 
 SMALL = {"pop_size": 8, "generations": 3, "progress": False}
 POOL = {"include": None, "exclude": None, "min_dims": 2}

@@ -2,21 +2,19 @@
 
 Every weight of every layer goes into one pool, the pool's range is split into k equal bins in O(N),
 and each weight is replaced by its bin's mean: one codebook for the whole model, each weight a small
-index. Importing wsq is lean: it loads no compiled module, initialises no CUDA and reads no files.
+index. The package map and the data flow are in docs/architecture.md. Importing wsq is lean: it loads no compiled module, initialises no CUDA and reads no files.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from wsq import entropy, grid, metrics, nn  # entropy imports no native module until a call
-from wsq._info import info
-from wsq.binning import Binning, uniform_bins
-from wsq.compress import Compressed, compress
+from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native module until a call
+from wsq._info import __version__, info
+from wsq.core.binning import Binning, uniform_bins
+from wsq.core.compress import Compressed, compress
+from wsq.core.grid import tune
+from wsq.core.merge import merge
 from wsq.errors import FormatError
-from wsq.grid import tune
 from wsq.io import load, load_state_dict, save
-from wsq.merge import merge
 from wsq.search import SearchResult, search
 
 __all__ = [
@@ -34,8 +32,19 @@ __all__ = [
     "entropy",
     "merge",
     "metrics",
+    "ops",
     "search",
     "SearchResult",
     "grid",
     "tune",
 ]
+
+
+def __getattr__(name: str):
+    # wsq.reference (the oracle, for tests and checks) loads on first access, so `import wsq` does
+    # not pull it in; product code never goes through here (tests/test_architecture.py).
+    if name == "reference":
+        import importlib
+
+        return importlib.import_module("wsq.reference")
+    raise AttributeError(f"module 'wsq' has no attribute {name!r}")

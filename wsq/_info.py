@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from wsq import _native
+from wsq.kernels import native as _native
+
+# The package version lives here (not in wsq/__init__.py) so info() needs no import of the package.
+__version__ = "0.1.0"
 
 
 def info() -> dict:
@@ -15,8 +18,6 @@ def info() -> dict:
     ``cpu_features`` (flags seen on this CPU); ``openmp_threads``; ``torch``.
     """
     import torch
-
-    from wsq import __version__
 
     c = _native.cpu()
     built = _native.cuda_built()

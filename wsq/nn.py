@@ -37,7 +37,7 @@ import torch
 import torch.nn as tnn
 from torch import Tensor
 
-from wsq import ops
+from wsq.kernels import ops
 
 __all__ = [
     "SharedCodebook",

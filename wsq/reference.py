@@ -12,32 +12,10 @@ Written for clarity, not speed (they materialise everything). Conventions shared
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-F32_MAX = 3.4028234663852886e38
-
-
-def bin_scale(lo: float, hi: float, k: int) -> tuple[float, float]:
-    """(lo, scale) as float32-representable Python floats, per the fixed binning formula."""
-    lo32 = float(torch.tensor(lo, dtype=torch.float32))
-    hi32 = float(torch.tensor(hi, dtype=torch.float32))
-    if not hi32 > lo32:
-        return lo32, 0.0
-    s = k / (hi32 - lo32)
-    s = min(s, F32_MAX)
-    return lo32, float(torch.tensor(s, dtype=torch.float32))
-
-
-def index_dtype(n: int) -> torch.dtype:
-    """Smallest unsigned dtype holding n - 1 (n = codebook size, 1..65536)."""
-    return torch.uint8 if n <= 256 else torch.uint16
-
-
-def bits_for(n: int) -> int:
-    """Fixed-width bits per index for a codebook of n entries (at least 1)."""
-    return max(1, math.ceil(math.log2(n))) if n > 1 else 1
+# The shared contract, re-exported so callers of the oracle find the whole convention here.
+from wsq._spec import F32_MAX, bin_scale, bits_for, index_dtype  # noqa: F401
 
 
 def minmax(w: torch.Tensor) -> tuple[float, float]:
@@ -143,21 +121,39 @@ def lut_matmul(
     return y.to(x.dtype)
 
 
-def fake_quant_model(model: torch.nn.Module, k: int, **pool_kw) -> torch.nn.Module:
+def fake_quant_model(
+    model: torch.nn.Module, k: int, *, include=None, exclude=None, min_dims: int = 2
+) -> torch.nn.Module:
     """The whole-model oracle of wsq.compress: a deep copy of `model` whose pooled weights are
     replaced by their bin means, computed by :func:`uniform_bins` above over the whole pool.
 
-    ``pool_kw`` goes to wsq.compress.collect_pool (include=, exclude=, min_dims=).
+    The pool, spelled out plainly (the rule wsq.core.compress.collect_pool implements with its
+    checks): every distinct floating-point, non-empty parameter in ``named_parameters()`` order
+    (tied parameters once), with >= `min_dims` dims, or, when `include` (fnmatch pattern or
+    patterns) is given, exactly those whose name matches it; names matching `exclude` stay out.
     """
     import copy
+    import fnmatch
 
-    from wsq.compress import collect_pool  # late: wsq.compress imports this module's helpers
+    def matches(name, patterns):
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-    pool = collect_pool(model, **pool_kw)
-    idx, cb, _ = uniform_bins(pool.flat(), k)
-    deq = cb[idx.long()]
     ref = copy.deepcopy(model)
+    pooled = [
+        p
+        for name, p in ref.named_parameters()
+        if p.is_floating_point()
+        and p.numel() > 0
+        and (matches(name, include) if include is not None else p.dim() >= min_dims)
+        and not (exclude is not None and matches(name, exclude))
+    ]
+    flat = torch.cat([p.detach().reshape(-1).float() for p in pooled])
+    idx, cb, _ = uniform_bins(flat, k)
+    deq = cb[idx.long()]
+    offset = 0
     with torch.no_grad():
-        for e, p in zip(pool.entries, pool.tensors(ref), strict=True):
-            p.copy_(deq[e.offset : e.offset + e.numel].view(e.shape).to(p.dtype))
+        for p in pooled:
+            p.copy_(deq[offset : offset + p.numel()].view(p.shape).to(p.dtype))
+            offset += p.numel()
     return ref

@@ -195,7 +195,7 @@ class SearchResult:
         wsq.compress with the same pool, k, lo and hi; grid solutions: the same grid plan (scale,
         rd, probed sensitivities) the search evaluated. Either result goes to wsq.merge, wsq.save.
         """
-        from wsq.compress import compress
+        from wsq.core.compress import compress
 
         s = self._solution(i)
         if self._model is None:

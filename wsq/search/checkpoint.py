@@ -23,8 +23,8 @@ import tempfile
 
 import numpy as np
 
-from wsq._search_eval import Record
 from wsq.errors import FormatError
+from wsq.search.problem import Record
 
 FORMAT = "wsq-search-checkpoint"
 VERSION = 1

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsq import grid as wgrid
-from wsq._search_driver import _Driver, nsga2_loop
-from wsq._search_eval import Record, coded_bits
-from wsq._search_result import SearchResult, Solution, pareto_front
+from wsq.core import grid as wgrid
+from wsq.search.driver import _Driver, nsga2_loop
+from wsq.search.problem import Record, coded_bits
+from wsq.search.result import SearchResult, Solution, pareto_front
 
 GRID_VARIABLES = ("scale", "rd")
 SCALE_PER_OCTAVE = 8

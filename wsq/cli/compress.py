@@ -11,13 +11,13 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from wsq.cli import CliError, Spec, _describe, _json_safe, _one_line
+from wsq.cli.specs import CliError, Spec, _describe, _json_safe, _one_line
 
 
 def _fixed_bytes(c) -> int:
     """Bytes of a fixed-width (not entropy-coded) store: packed indices + float32 codebook + every
     uncompressed tensor (no header)."""
-    from wsq import ops
+    from wsq.kernels import ops
 
     packed = sum(ops.packed_bytes(q.numel, c.bits) for q in c.quantized.values())
     rest = sum(t.numel() * t.element_size() for t in c.rest_state().values())
@@ -92,7 +92,7 @@ class _Guarded:
 
 def _uniform(spec, opts, ctx, say, progress) -> dict:
     """The paper's pipeline: NSGA-II over k, merge the best front solutions, entropy-code."""
-    from wsq.merge import merge
+    from wsq.core.merge import merge
     from wsq.search import search
 
     t0 = time.perf_counter()
@@ -162,7 +162,7 @@ def _coded(c, coder: str) -> dict:
 def _grid(spec, opts, ctx, say) -> dict:
     """wsq.tune at the tolerance, plain and rate-aware rounding (one probe shared by both)."""
     import wsq
-    from wsq import grid
+    from wsq.core import grid
 
     t0 = time.perf_counter()
     gq = grid.GridQuantizer(spec.model)

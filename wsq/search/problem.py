@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wsq import ops
+from wsq.kernels import ops
 
 # Largest |drop| handed to pymoo: a non-finite metric becomes this (worst) drop, so that sorting and
 # crowding distances stay finite; the result still reports the metric as given (NaN/inf).
@@ -126,7 +126,7 @@ def coded_bits(per_stream: torch.Tensor, coder: str) -> float:
     so the sum of wsq.entropy.size_bits over streams is the file's index-stream size.
     ``coder="entropy"`` gives instead the empirical entropy bound of each stream.
     """
-    from wsq import entropy
+    from wsq.io import entropy
 
     if coder == "entropy":
         return float(sum(entropy.entropy_bits(c) for c in per_stream))
@@ -149,7 +149,7 @@ class CandidateEvaluator:
         coder: str,
         pool_options: dict,
     ) -> None:
-        from wsq.compress import collect_pool
+        from wsq.core.compress import collect_pool
 
         self.work = work
         self.evaluate = evaluate

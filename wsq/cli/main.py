@@ -17,201 +17,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import math
 import os
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from wsq.cli.specs import (
+    _SPEC_DEFAULTS,
+    DEFAULTS,
+    CliError,
+    _digits_spec,
+    _json_safe,
+    _minilm_spec,
+    _one_line,
+    _prepare_out,
+    _user_spec,
+)
 
 __all__ = ["main"]
-
-DEFAULTS = {
-    "k_min": 2,
-    "k_max": 1024,
-    "pop": 100,
-    "gens": 100,
-    "seed": 0,
-    "tolerance": 0.0,
-    "metric": "accuracy",
-    "coder": "auto",
-    "variables": "k",
-    "merge_top": 3,
-    "merge_evals": None,
-    "method": "auto",
-    "grid_iters": 10,
-}
-# Built-in specs bring settings that suit their size (flags given on the command line win).
-_SPEC_DEFAULTS = {
-    # the digits default: half a point of validation accuracy (360 images: one image is 0.28)
-    "": {"tolerance": 0.005},
-    "minilm": {
-        "k_min": 64,
-        "k_max": 4096,
-        "pop": 12,
-        "gens": 6,
-        "tolerance": 0.01,
-        "merge_top": 1,
-        "merge_evals": 200,
-    },
-}
-
-
-class CliError(Exception):
-    """A usage error: reported as one line, exit code 2."""
-
-
-# ----------------------------------------------------------------------------- specs
-
-
-class Spec:
-    """What ``wsq compress`` works on: a model, the decision evaluate, an optional report one."""
-
-    def __init__(
-        self,
-        name: str,
-        model,
-        evaluate: Callable,
-        test: Callable | None,
-        metric: str,
-        probe: Callable | None = None,
-    ) -> None:
-        self.name, self.model, self.metric = name, model, metric
-        self.evaluate, self.test = evaluate, test
-        self.probe = probe  # a smooth proxy for the grid method's sensitivities (None: evaluate)
-
-
-def _digits_spec(seed: int, metric: str, say: Callable[[str], None]) -> Spec:
-    from wsq import _digits, metrics
-
-    if importlib.util.find_spec("sklearn") is None:
-        raise CliError(
-            "the built-in digits default needs scikit-learn: pip install 'wsq[demo]' "
-            "(or pip install scikit-learn)"
-        )
-    t0 = time.perf_counter()
-    model, path = _digits.load_or_train(seed)
-    where = f"cached at {path}" if path else "cache directory not writable, not cached"
-    say(f"digits CNN ({sum(p.numel() for p in model.parameters())} parameters) ready in "
-        f"{time.perf_counter() - t0:.1f} s, {where}")  # fmt: skip
-    d = _digits.splits(seed)
-    if metric == "accuracy":
-        val, test = metrics.accuracy(d["val"]), metrics.accuracy(d["test"])
-    elif metric == "agreement":
-        val, test = metrics.agreement(model, d["val"][0]), metrics.agreement(model, d["test"][0])
-    else:
-        val, test = metrics.kl(model, d["val"][0]), metrics.kl(model, d["test"][0])
-    # accuracy on 360 images moves in steps of 1/360: the grid method probes its per-tensor
-    # sensitivities with -KL to the original on the same validation inputs instead
-    return Spec("digits", model, val, test, metric, probe=metrics.kl(model, d["val"][0]))
-
-
-def _minilm_spec() -> Spec:
-    from wsq import _minilm
-
-    missing = _minilm.available()
-    if missing is not None:
-        raise CliError(
-            f"the minilm spec needs the hf extra ({missing} is not installed): pip install 'wsq[hf]'"
-        )
-    model, val, test = _minilm.spec()
-    return Spec("minilm", model, val, test, "cosine")
-
-
-def _import_spec(spec: str) -> Callable:
-    target, sep, fn_name = spec.rpartition(":")
-    if not sep or not target or not fn_name.isidentifier():
-        raise CliError(
-            f"bad SPEC {spec!r}: expected 'module:function' or 'path/to/file.py:function' (or the "
-            "built-in 'minilm')"
-        )
-    if target.endswith(".py") or os.sep in target or (os.altsep and os.altsep in target):
-        if not os.path.isfile(target):
-            raise CliError(f"bad SPEC {spec!r}: file {target!r} does not exist")
-        name = "wsq_spec_" + os.path.splitext(os.path.basename(target))[0].replace("-", "_")
-        try:
-            mod_spec = importlib.util.spec_from_file_location(name, target)
-            if mod_spec is None or mod_spec.loader is None:
-                raise ImportError("not a Python source file")
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module  # so classes defined there pickle for executors
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # the user's file: any error is a bad SPEC
-            sys.modules.pop(name, None)
-            raise CliError(f"bad SPEC {spec!r}: importing {target!r} failed: {_one_line(e)}") from e
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise CliError(
-                f"bad SPEC {spec!r}: cannot import module {target!r}: {_one_line(e)}"
-            ) from e
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise CliError(f"bad SPEC {spec!r}: {target!r} has no function {fn_name!r}")
-    return fn
-
-
-def _user_spec(spec: str) -> Spec:
-    import torch
-
-    fn = _import_spec(spec)
-    try:
-        out = fn()
-    except Exception as e:
-        raise CliError(f"bad SPEC {spec!r}: {fn.__name__}() raised {_one_line(e)}") from e
-    if (
-        not isinstance(out, (tuple, list))
-        or len(out) not in (2, 3)
-        or not isinstance(out[0], torch.nn.Module)
-        or not callable(out[1])
-        or (len(out) == 3 and out[2] is not None and not callable(out[2]))
-    ):
-        raise CliError(
-            f"bad SPEC {spec!r}: the function must return (model, evaluate) or (model, evaluate, "
-            f"test_evaluate), got {_describe(out)}"
-        )
-    return Spec(spec, out[0], out[1], out[2] if len(out) == 3 else None, "evaluate")
-
-
-def _describe(v) -> str:
-    if isinstance(v, (tuple, list)):
-        return f"a {type(v).__name__} of ({', '.join(type(x).__name__ for x in v)})"
-    return f"a {type(v).__name__}"
-
-
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
-# ----------------------------------------------------------------------------- output dir
-
-
-def _prepare_out(out: str) -> str:
-    out = os.path.abspath(os.path.expanduser(out))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise CliError(f"cannot write to --out {out!r}: it exists and is not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".wsq-write-test-"):
-            pass
-    except OSError as e:
-        raise CliError(f"cannot write to --out {out!r}: {e.strerror or e}") from None
-    return out
-
-
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
-
 
 # ----------------------------------------------------------------------------- info
 
@@ -221,16 +45,17 @@ def describe(path: str) -> dict:
     checksum verified, every stream decoded). Raises wsq.FormatError naming the defect."""
     import numpy as np
 
-    from wsq import io as wio
+    from wsq.io import format as wfmt
+    from wsq.io import reader
 
-    h, codebook, symbols, plain = wio._parse(path, model_state=None, max_elements=None)
+    h, codebook, symbols, plain = reader._parse(path, model_state=None, max_elements=None)
     size = os.path.getsize(path)
     tensors, q_bytes, stream_bytes, numel_total = [], 0, 0, 0
     hist = np.zeros(h.n, dtype=np.int64)
     for q in h.quantized:
         sym = symbols.pop(q.name)
         hist += np.bincount(sym.astype(np.int64), minlength=h.n)[: h.n]
-        item = wio._itemsize(wio._DTYPES[q.dtype])
+        item = wfmt._itemsize(wfmt._DTYPES[q.dtype])
         q_bytes += q.numel * item
         stream_bytes += q.nbytes
         numel_total += q.numel
@@ -245,7 +70,7 @@ def describe(path: str) -> dict:
     return {
         "file": os.path.abspath(path),
         "file_bytes": size,
-        "format": f"{wio.FORMAT} v{wio.VERSION}",
+        "format": f"{wfmt.FORMAT} v{wfmt.VERSION}",
         "n_shared_values": h.n,
         "bits": h.bits,
         "k": h.k,
@@ -333,7 +158,7 @@ def _cmd_compress(args) -> int:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
         )
-    from wsq._cli_compress import format_table, run_compress
+    from wsq.cli.compress import format_table, run_compress
 
     existed = os.path.isdir(os.path.abspath(os.path.expanduser(args.out)))
     out = _prepare_out(args.out)
@@ -377,7 +202,6 @@ def _cmd_compress(args) -> int:
 
 def _build_info(as_json: bool) -> int:
     """``wsq info`` without FILE: this installation's build (both compiled modules, loaded)."""
-    import importlib
 
     from wsq._info import info
 
@@ -425,7 +249,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from wsq import _microbench
+    from wsq.cli import bench
 
     shape = None
     if args.matmul is not None:
@@ -437,9 +261,7 @@ def _cmd_bench(args) -> int:
             raise CliError(f"--matmul must be OUTxIN (e.g. 4096x4096), got {args.matmul!r}")
     if args.n < 1:
         raise CliError(f"--n must be >= 1, got {args.n}")
-    rows, info = _microbench.run(
-        quick=True, n=args.n, shape=shape, say=None if args.json else print
-    )
+    rows, info = bench.run(quick=True, n=args.n, shape=shape, say=None if args.json else print)
     if args.json:
         print(json.dumps(_json_safe({"machine": info, "rows": rows})))
     return 0
@@ -534,7 +356,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

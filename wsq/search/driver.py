@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsq._search_ckpt import Checkpoint
-from wsq._search_eval import Record, Space, finite_or_worst
+from wsq.search.checkpoint import Checkpoint
+from wsq.search.problem import Record, Space, finite_or_worst
 
 
 def _generation_seed(seed: int, generation: int) -> int:

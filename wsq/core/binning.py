@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from wsq import ops
-from wsq.reference import F32_MAX, bin_scale, index_dtype
+from wsq._spec import F32_MAX, bin_scale, index_dtype
+from wsq.kernels import ops
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from wsq import _native
+from wsq.kernels import native as _native
 
 ISA_LEVELS = _native.ISA_LEVELS
 

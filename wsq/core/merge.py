@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from wsq import nn as wnn
-from wsq import ops
-from wsq.compress import Compressed, _Group
+from wsq.core.compress import Compressed, _Group
+from wsq.kernels import ops
 
 __all__ = ["merge", "merge_front"]
 

@@ -1,7 +1,7 @@
-"""CUDA kernels for the ops in wsq/ops.py (registered with ``register_kernel("cuda")``).
+"""CUDA kernels for the ops in wsq/kernels/ops.py (registered with ``register_kernel("cuda")``).
 
 Importing this module only registers Python functions: it neither imports ``wsq._cuda`` nor
-initialises CUDA. The compiled module is fetched with ``wsq._native.cuda()`` inside each kernel, so
+initialises CUDA. The compiled module is fetched with ``wsq.kernels.native.cuda()`` inside each kernel, so
 a machine without it gets a clear RuntimeError only when a CUDA tensor reaches an op.
 
 Every kernel allocates its outputs on the input's device, makes that device current, and launches
@@ -32,9 +32,10 @@ synchronisation, so they stay bounds-safe and document what they write instead:
 
 import torch
 
-from wsq import _native, ops
-from wsq.ops import _CODES, packed_bytes
-from wsq.reference import index_dtype
+from wsq._spec import index_dtype
+from wsq.kernels import native as _native
+from wsq.kernels import ops
+from wsq.kernels.ops import _CODES, packed_bytes
 
 
 def _lib():

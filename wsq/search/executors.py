@@ -2,7 +2,7 @@
 
 Every runner has ``run(keys, on_result)``: evaluate each key once, calling ``on_result(i, record)``
 as results arrive (in completion order), and return when all are done. Runners on executors ship
-the model and evaluate to each worker once (see wsq._search_eval.worker_evaluate), send only
+the model and evaluate to each worker once (see wsq.search.problem.worker_evaluate), send only
 decision vectors per candidate, and retry candidates whose worker died, a bounded number of times.
 """
 
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
-from wsq._search_eval import (
+from wsq.search.problem import (
     NEED_SPEC,
     CandidateEvaluator,
     Record,

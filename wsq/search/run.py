@@ -27,17 +27,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq import ops
-from wsq._search_ckpt import Checkpoint
-from wsq._search_driver import (
+from wsq.kernels import ops
+from wsq.search.checkpoint import Checkpoint
+from wsq.search.driver import (
     _Driver,
     _progress_text,
     _sweep_ks,
     nsga2_loop,
 )
-from wsq._search_eval import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
-from wsq._search_exec import SequentialRunner, _is_dask_client, make_runner
-from wsq._search_result import SearchResult, Solution, pareto_front
+from wsq.search.executors import SequentialRunner, _is_dask_client, make_runner
+from wsq.search.problem import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
+from wsq.search.result import SearchResult, Solution, pareto_front
 
 __all__ = ["search", "SearchResult", "Solution"]
 
@@ -104,7 +104,7 @@ def _state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
 def _file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: int) -> int:
     """Bytes of a wsq file beyond index streams, codebook and uncompressed tensors (its header and
     alignment), measured by compressing at one k: it hardly depends on k (a few bytes of JSON)."""
-    from wsq.compress import compress
+    from wsq.core.compress import compress
 
     s = compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
     streams = s["bits_entropy"] * s["n_weights"] / 8
@@ -121,7 +121,7 @@ def _pool_fingerprint(pool, flat: torch.Tensor) -> str:
 
 def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_start: float) -> None:
     """search(..., merge=True): merge the front solutions within tolerance (timed)."""
-    from wsq.merge import merge_front
+    from wsq.core.merge import merge_front
 
     t0 = time.perf_counter()
     result.merged = merge_front(result, evaluate, tolerance=tolerance, progress=progress)
@@ -132,9 +132,9 @@ def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_star
 def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, generations, seed,
                  coder, include, exclude, min_dims, executor, checkpoint, merge, merge_tolerance,
                  probe, rd, progress) -> SearchResult:  # fmt: skip
-    """Argument checks of method="grid", then wsq._search_grid.search_grid."""
-    from wsq import _search_grid
-    from wsq.grid import _number
+    """Argument checks of method="grid", then wsq.search.grid.search_grid."""
+    from wsq.core.grid import _number
+    from wsq.search import grid as _search_grid
 
     if strategy != "nsga2":
         raise ValueError(f"method='grid' searches with strategy='nsga2', got strategy={strategy!r}")
@@ -167,7 +167,7 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
             raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
     merge_tolerance = _number("merge_tolerance", merge_tolerance)
     pool_options = {"include": include, "exclude": exclude, "min_dims": min_dims}
-    from wsq.compress import collect_pool
+    from wsq.core.compress import collect_pool
 
     pool = collect_pool(model, **pool_options)
     pooled_names = {n for e in pool.entries for n in e.names}
@@ -221,7 +221,7 @@ def search(
     and scores it with ``evaluate``. ``model`` itself is never modified.
 
     With ``method="grid"`` the candidates are wsq.grid's per-tensor steps on one shared grid
-    instead (see wsq.tune and wsq._search_grid): the pooled tensors are probed once, then NSGA-II
+    instead (see wsq.tune and wsq.search.grid): the pooled tensors are probed once, then NSGA-II
     searches the step scale and the rate-aware strength rd (variables ("scale", "rd"), the
     default there, or ("scale",) with ``rd`` fixed). It runs in this process: executor,
     checkpoint and strategy="sweep" are for method="uniform".
@@ -267,7 +267,7 @@ def search(
         worker_threads: torch threads each worker sets when it loads the model. None: 1 in
             process workers (one process per core; it also keeps OpenMP from deadlocking in
             fork-started workers), unchanged for thread pools and Dask workers.
-        checkpoint: a directory, or a file prefix, for checkpoint files (see wsq._search_ckpt):
+        checkpoint: a directory, or a file prefix, for checkpoint files (see wsq.search.checkpoint):
             after every generation the population, the generation counter and the whole
             evaluation cache are saved (JSON + .npz, atomically); each finished evaluation is also
             journalled at once. A killed run started again with the same arguments resumes with
@@ -357,7 +357,7 @@ def search(
         )
         pool, flat = evaluator.pool, evaluator.flat
     else:
-        from wsq.compress import collect_pool
+        from wsq.core.compress import collect_pool
 
         pool = collect_pool(model, **pool_options)
         flat = pool.flat()

@@ -54,7 +54,8 @@ def gbps(nbytes: float, t: float) -> float:
 
 def validate() -> None:
     """Assert that every timed kernel matches wsq.reference (exact for integers)."""
-    from wsq import ops, reference
+    from wsq import reference
+    from wsq.kernels import ops
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(100_003, generator=g)
@@ -93,7 +94,9 @@ def bench_binning(n: int, rows: list[dict], quick: bool, *, kmeans: bool = True)
     import numpy as np
 
     import wsq
-    from wsq import _native, ops, reference
+    from wsq import reference
+    from wsq.kernels import native as _native
+    from wsq.kernels import ops
 
     g = torch.Generator().manual_seed(1)
     w = torch.randn(n, generator=g) * 0.05
@@ -168,7 +171,7 @@ def bench_binning(n: int, rows: list[dict], quick: bool, *, kmeans: bool = True)
 
 def bench_remap(n: int, rows: list[dict]) -> None:
     """remap_packed (the merge kernel) at several bit widths against a copy of the packed bytes."""
-    from wsq import ops
+    from wsq.kernels import ops
 
     g = torch.Generator().manual_seed(2)
     for bits_in, bits_out in ((8, 8), (8, 6), (4, 4), (10, 7)):
@@ -250,7 +253,8 @@ def bench_matmul(
     read bandwidth over the machine's copy bandwidth (a warm copy_ of the dense weight, same run).
     """
     import wsq
-    from wsq import _native, ops
+    from wsq.kernels import native as _native
+    from wsq.kernels import ops
 
     isas = (ops.get_isa(),) if isas is None else tuple(isas)
     g = torch.Generator().manual_seed(3)

@@ -1,0 +1,5 @@
+import sys
+
+from wsq.cli.main import main
+
+sys.exit(main())

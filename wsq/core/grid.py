@@ -1,0 +1,534 @@
+"""Sensitivity-aware steps on one shared grid (``wsq.tune``): wsq's best method.
+
+Public API: :func:`tune` (also ``wsq.tune``) tunes the grid to a tolerance and returns a
+wsq.Compressed; ``wsq.search(model, evaluate, method="grid")`` searches its (scale, rd) front. The
+building blocks (:class:`GridQuantizer`, :class:`GridPlan`, :func:`probe_sensitivity`,
+:func:`allocate`, :func:`plan_for`, :func:`tune_scale`) are public for custom drivers.
+
+Uniform binning gives every pooled weight the same step. With entropy-coded index streams (one
+stream per tensor, as wsq files store them) the coded size of a tensor depends on its step only
+(about h(w) - log2(step) bits per weight, whatever the range), so the bits are best spent where the
+metric is sensitive. This module keeps wsq's format -- ONE codebook shared by every layer, each
+weight a small index -- and lets each pooled tensor t use a coarser step ``m_t * delta0`` on the
+shared grid ``{i * delta0}``:
+
+* assignment: weight w of tensor t -> grid point ``i = m_t * round(w / (m_t * delta0))`` (0 is a
+  point, so a tensor's points are a subset of the shared grid's), O(N);
+* codebook: the used grid points, relabelled 0..n-1 in ascending order, each holding the mean of
+  the weights assigned to it from every tensor (the MSE-optimal value for that partition);
+* allocation: minimising the coded bits ``sum_t n_t (h_t - log2 step_t)`` subject to a predicted
+  metric drop ``sum_t s_t step_t^2`` gives ``step_t = c * sqrt(n_t / s_t)`` (reverse
+  water-filling), where ``s_t`` (the tensor's sensitivity) is measured by quantizing tensor t alone
+  at a probe step and calling ``evaluate`` once (one evaluation per tensor, no gradients, the
+  user's metric as it is); one scalar c is then tuned by bisection on the decision metric;
+* optional rate-aware assignment (``rd > 0``): a weight between two of its tensor's points goes to
+  the one minimising ``(w - v)^2 + rd * (ln 2 / 6) * step_t^2 * codelength_t(v)`` (entropy-
+  constrained scalar quantization, one O(N) pass per iteration).
+
+Every weight of a tensor whose ``m_t = 1`` is binned exactly like uniform binning with step delta0
+(up to the grid's origin), so with all ``m_t = 1`` this is the paper's uniform binning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wsq.core.compress import Compressed, Pool, collect_pool, compress
+from wsq.kernels import ops
+
+__all__ = [
+    "GridPlan",
+    "GridQuantizer",
+    "GridResult",
+    "probe_sensitivity",
+    "allocate",
+    "plan_for",
+    "tune_scale",
+    "tune",
+]
+
+MAX_POINTS = 65536  # a wsq codebook holds at most 2**16 entries
+MAX_SPAN = 1 << 24  # grid points between the lowest and highest used one (histogram size)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """Steps of one shared grid: tensor t (pool entry order) uses step ``mult[t] * delta0``.
+
+    rd: strength of the rate-aware assignment (0: plain rounding; 1: the high-rate
+    rate-distortion slope); rd_iters: passes of it.
+    """
+
+    delta0: float
+    mult: tuple[int, ...]
+    rd: float = 0.0
+    rd_iters: int = 2
+
+    def steps(self) -> np.ndarray:
+        return self.delta0 * np.asarray(self.mult, dtype=np.float64)
+
+
+@dataclass
+class GridResult:
+    """What one plan gives: codebook (float32 (n,), ascending), per-tensor int64 grid points
+    (before relabelling) and the relabelling, per-stream histograms over the codebook, sizes."""
+
+    codebook: Tensor
+    points: list[Tensor]  # per pool entry: int64 (numel,) grid point of each weight
+    lo_point: int
+    relabel: Tensor  # int64 (n_range,): grid point - lo_point -> codebook index (-1: unused)
+    per_stream: np.ndarray  # int64 (n_streams, n)
+    bits: float = math.nan  # coded bits per pooled weight (wsq.entropy.size_bits, auto coder)
+    extra: dict = field(default_factory=dict)
+
+
+def _coded_bits(per_stream: np.ndarray) -> float:
+    from wsq.io import entropy
+
+    return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
+
+
+class GridQuantizer:
+    """The pool of a model, quantized on a shared grid by plans (see the module docstring).
+
+    Holds one float32 copy of the pooled weights. ``apply(plan, work)`` writes the quantized
+    weights into a working copy's parameters (in place) and returns the GridResult;
+    ``compress(plan)`` builds the wsq.Compressed (a file-ready model on packed indices).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, pool_options: dict | None = None) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if pool_options is not None and not isinstance(pool_options, dict):
+            raise TypeError(f"pool_options must be a dict, got {type(pool_options).__name__}")
+        self.model = model
+        self.pool_options = dict(pool_options or {})
+        self.pool: Pool = collect_pool(model, **self.pool_options)
+        self.flat = self.pool.flat().to("cpu").contiguous()
+        if not bool(torch.isfinite(self.flat).all()):
+            bad = ", ".join(self.pool.nonfinite(self.flat))
+            raise ValueError(f"model: parameters {bad} contain NaN or Inf values")
+        self.entries = self.pool.entries
+        self.numel = np.array([e.numel for e in self.entries], dtype=np.int64)
+        self.absmax = float(self.flat.abs().max()) if self.flat.numel() else 0.0
+        # the probe step is relative to each tensor's spread; a constant tensor has none, so it
+        # is probed at the pool's scale instead (its step then only sets its own rounding)
+        fallback = self.absmax if self.absmax > 0 else 1.0
+        std = [
+            float(self._slice(i).std()) if e.numel > 1 else 0.0 for i, e in enumerate(self.entries)
+        ]
+        self.std = np.array([v if v > 0 else fallback for v in std])
+
+    def _slice(self, i: int) -> Tensor:
+        e = self.entries[i]
+        return self.flat[e.offset : e.offset + e.numel]
+
+    # ------------------------------------------------------------------ assignment
+
+    def _round(self, i: int, step_pts: int, delta0: float) -> Tensor:
+        w = self._slice(i)
+        return torch.round(w / (step_pts * delta0)).to(torch.int64) * step_pts
+
+    def quantize(self, plan: GridPlan) -> GridResult:
+        """Assign every pooled weight to a grid point and build the shared codebook."""
+        if len(plan.mult) != len(self.entries):
+            raise ValueError(f"plan has {len(plan.mult)} steps for {len(self.entries)} tensors")
+        if not (math.isfinite(plan.delta0) and plan.delta0 > 0):
+            raise ValueError(f"plan.delta0 must be a finite number > 0, got {plan.delta0}")
+        if min(plan.mult) < 1:
+            raise ValueError("every step multiple must be >= 1")
+        if 2 * self.absmax / plan.delta0 >= MAX_SPAN:
+            raise ValueError(
+                f"delta0={plan.delta0:g} is too fine: the grid would span more than "
+                f"{MAX_SPAN} points over |w| <= {self.absmax:g}"
+            )
+        pts = [self._round(i, int(m), plan.delta0) for i, m in enumerate(plan.mult)]
+        res = self._codebook(pts)
+        for _ in range(plan.rd_iters if plan.rd > 0 else 0):
+            pts = self._rd_pass(plan, pts, res)
+            res = self._codebook(pts)
+        return res
+
+    def _codebook(self, pts: list[Tensor]) -> GridResult:
+        lo = min(int(p.min()) for p in pts)
+        hi = max(int(p.max()) for p in pts)
+        span = hi - lo + 1
+        counts = torch.zeros(span, dtype=torch.int64)
+        sums = torch.zeros(span, dtype=torch.float64)
+        per = []
+        for i, p in enumerate(pts):
+            q = p - lo
+            c = torch.bincount(q, minlength=span)
+            counts += c
+            sums += torch.bincount(q, weights=self._slice(i).double(), minlength=span)
+            per.append(c)
+        used = counts > 0
+        n = int(used.sum())
+        if n > MAX_POINTS:
+            raise ValueError(
+                f"the plan uses {n} grid points; a codebook holds at most {MAX_POINTS}"
+            )
+        relabel = torch.full((span,), -1, dtype=torch.int64)
+        relabel[used] = torch.arange(n)
+        codebook = (sums[used] / counts[used]).to(torch.float32)
+        # means of disjoint ascending cells are ascending; float32 rounding could tie, never invert
+        codebook = torch.cummax(codebook, 0).values
+        per_stream = torch.stack([c[used] for c in per]).numpy()
+        res = GridResult(codebook, pts, lo, relabel, per_stream)
+        res.bits = _coded_bits(per_stream) / float(self.numel.sum())
+        return res
+
+    def _rd_pass(self, plan: GridPlan, pts: list[Tensor], res: GridResult) -> list[Tensor]:
+        """Entropy-constrained re-assignment between each weight's two nearest tensor points."""
+        cb = res.codebook.double()
+        span = len(res.relabel)
+        out = []
+        for i, m in enumerate(plan.mult):
+            m = int(m)
+            step = m * plan.delta0
+            w = self._slice(i).double()
+            hist = res.per_stream[i].astype(np.float64)
+            # code length (bits) of each codebook entry in this stream; an entry unused by the
+            # stream gets the length of half a count (it would need a table entry and a rare code)
+            length = torch.from_numpy(-np.log2(np.maximum(hist, 0.5) / hist.sum()))
+            unused_len = float(length.max()) + 1.0
+            lam = plan.rd * math.log(2) / 6.0 * step * step
+            lower = torch.floor(w / step).to(torch.int64) * m
+            upper = lower + m
+            costs = []
+            for q in (lower, upper):
+                rel = q - res.lo_point
+                inside = (rel >= 0) & (rel < span)
+                j = torch.where(inside, res.relabel[rel.clamp(0, span - 1)], -1)
+                inside &= j >= 0
+                jj = j.clamp_min(0)
+                # a point no weight uses yet would hold about its grid position
+                v = torch.where(inside, cb[jj], q.double() * plan.delta0)
+                ln = torch.where(inside, length[jj], torch.full_like(v, unused_len))
+                costs.append((w - v) ** 2 + lam * ln)
+            out.append(torch.where(costs[0] <= costs[1], lower, upper))
+        return out
+
+    # ------------------------------------------------------------------ outputs
+
+    def write(self, res: GridResult, work: torch.nn.Module) -> None:
+        """Write the dequantized weights of `res` into `work`'s pooled parameters, in place."""
+        params = self.pool.tensors(work)
+        with torch.no_grad():
+            for p, pts in zip(params, res.points, strict=True):
+                v = res.codebook[res.relabel[pts - res.lo_point]]
+                p.data.copy_(v.reshape(p.shape).to(p.dtype))
+
+    def compress(self, res: GridResult) -> Compressed:
+        """The wsq.Compressed of `res` (one shared codebook, packed indices; saves as usual)."""
+        n = int(res.codebook.numel())
+        bits = ops.bits_for(n)
+        packed = {}
+        for e, pts in zip(self.entries, res.points, strict=True):
+            idx = res.relabel[pts - res.lo_point].to(torch.int32)
+            packed[e.name] = ops.pack(idx, bits)
+        shell = compress(self.model, 2, **self.pool_options)
+        return shell.with_indices(res.codebook, bits, packed)
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+
+def score(evaluate: Callable, model: torch.nn.Module, name: str = "evaluate") -> float:
+    """``float(evaluate(model))`` under no_grad; a non-number is a TypeError naming `name`, and an
+    exception raised by the callable carries a note naming it (the caller sees which one failed).
+    NaN is returned as it is: callers decide (a NaN candidate never passes a tolerance)."""
+    try:
+        with torch.no_grad():
+            v = evaluate(model)
+    except Exception as e:
+        e.add_note(f"(raised by the {name} callable given to wsq)")
+        raise
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}(model) must return a float, got {type(v).__name__}") from None
+
+
+def _finite_baseline(v: float, name: str) -> float:
+    if not math.isfinite(v):
+        raise ValueError(f"{name}(model) returned {v} on the original model; it must be finite")
+    return v
+
+
+def probe_sensitivity(
+    gq: GridQuantizer,
+    evaluate: Callable[[torch.nn.Module], float],
+    baseline: float,
+    *,
+    rel_step: float = 0.5,
+    min_drop: float = 1e-9,
+) -> np.ndarray:
+    """s_t per pool entry (float64 (T,), metric units per step^2): the drop when tensor t alone is
+    rounded to step ``rel_step * std_t``, divided by that step squared.
+
+    One evaluation per tensor on a working copy (the others stay exact). A tensor whose drop is
+    below `min_drop` (insensitive, or unused by the metric) gets the smallest positive measured
+    coefficient divided by 100 rather than 0, so its step stays finite. A NaN probe score counts
+    as a large drop (that tensor is treated as the most sensitive one).
+    """
+    if not isinstance(gq, GridQuantizer):
+        raise TypeError(f"gq must be a GridQuantizer, got {type(gq).__name__}")
+    if not (isinstance(rel_step, (int, float)) and math.isfinite(rel_step) and rel_step > 0):
+        raise ValueError(f"rel_step must be a finite number > 0, got {rel_step!r}")
+    work = copy.deepcopy(gq.model)
+    params = gq.pool.tensors(work)
+    s = np.zeros(len(gq.entries))
+    nan = np.zeros(len(gq.entries), dtype=bool)
+    for i, p in enumerate(params):
+        step = rel_step * gq.std[i]
+        orig = p.data.clone()
+        with torch.no_grad():
+            w = gq._slice(i)
+            p.data.copy_((torch.round(w / step) * step).reshape(p.shape).to(p.dtype))
+        drop = baseline - score(evaluate, work, "probe")
+        with torch.no_grad():
+            p.data.copy_(orig)
+        nan[i] = not math.isfinite(drop)
+        s[i] = 0.0 if nan[i] else max(drop, 0.0) / (step * step)
+    pos = s[s > min_drop]
+    floor = (pos.min() / 100.0) if pos.size else 1.0
+    s = np.where(s > 0, np.maximum(s, floor), floor)
+    if nan.any():
+        s[nan] = s.max() * 100.0
+    return s
+
+
+def allocate(numel: Sequence[int], sens: Sequence[float], scale: float) -> np.ndarray:
+    """Steps minimising coded bits for a predicted drop: ``step_t = scale * sqrt(numel_t / s_t)``
+    (float64 (T,), weight units)."""
+    n = np.asarray(numel, dtype=np.float64)
+    s = np.asarray(sens, dtype=np.float64)
+    if n.shape != s.shape:
+        raise ValueError(f"numel and sens must have the same length, got {n.shape} and {s.shape}")
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("sens must be finite and > 0 (see probe_sensitivity)")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return scale * np.sqrt(n / s)
+
+
+def plan_for(steps: np.ndarray, *, resolution: int = 4, rd: float = 0.0) -> GridPlan:
+    """A GridPlan approximating real steps: delta0 = min step / resolution, multiples rounded."""
+    steps = np.asarray(steps, dtype=np.float64)
+    if steps.size == 0 or not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise ValueError("steps must be a non-empty array of finite numbers > 0")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be an int >= 1, got {resolution!r}")
+    if not (math.isfinite(rd) and rd >= 0):
+        raise ValueError(f"rd must be a finite number >= 0, got {rd!r}")
+    delta0 = float(steps.min()) / resolution
+    mult = tuple(int(max(1, round(s / delta0))) for s in steps)
+    return GridPlan(delta0, mult, rd=float(rd))
+
+
+def tune_scale(
+    make: Callable[[float], tuple[float, object]],
+    threshold: float,
+    start: float,
+    *,
+    iters: int = 8,
+    factor: float = 2.0,
+    max_bracket: int = 8,
+) -> tuple[float | None, object, list[tuple[float, float]]]:
+    """Largest scale whose metric stays >= threshold: bracket from `start`, then bisect (log scale).
+
+    ``make(scale) -> (metric, payload)``; the metric is assumed to fall as the scale grows (coarser
+    steps), noise allowed (the best passing scale seen is returned). Bracketing multiplies or
+    divides by `factor` (at most `max_bracket` times); bisection then spends the rest of `iters`
+    evaluations in total. Returns (scale or None, payload of that scale, [(scale, metric)...]).
+    """
+    trace: list[tuple[float, float]] = []
+    best: tuple[float | None, object] = (None, None)
+
+    def probe(scale: float) -> bool:
+        nonlocal best
+        metric, payload = make(scale)
+        trace.append((scale, metric))
+        ok = metric >= threshold  # NaN fails
+        if ok and (best[0] is None or scale > best[0]):
+            best = (scale, payload)
+        return ok
+
+    lo = hi = None
+    s = start
+    if probe(s):
+        lo = s
+        for _ in range(max_bracket):
+            s *= factor
+            if len(trace) >= iters:
+                break
+            if not probe(s):
+                hi = s
+                break
+            lo = s
+    else:
+        hi = s
+        for _ in range(max_bracket):
+            s /= factor
+            if len(trace) >= iters:
+                break
+            if probe(s):
+                lo = s
+                break
+            hi = s
+    if lo is not None and hi is not None:
+        a, b = math.log(lo), math.log(hi)
+        while len(trace) < iters:
+            mid = 0.5 * (a + b)
+            if probe(math.exp(mid)):
+                a = mid
+            else:
+                b = mid
+    return best[0], best[1], trace
+
+
+def _number(name: str, v, *, lo: float = 0.0, strict: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v) or v < lo or (strict and v == lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo}, got {v}")
+    return v
+
+
+def tune(
+    model: torch.nn.Module,
+    evaluate: Callable[[torch.nn.Module], float],
+    *,
+    tolerance: float,
+    rd: float = 1.0,
+    probe: Callable[[torch.nn.Module], float] | None = None,
+    iters: int = 10,
+    baseline: float | None = None,
+    sensitivities: np.ndarray | None = None,
+    probe_step: float = 0.5,
+    start_drop: float = 0.01,
+    start_scale: float | None = None,
+    quantizer: GridQuantizer | None = None,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    min_dims: int = 2,
+) -> Compressed:
+    """Compress `model` on one shared grid with per-tensor steps, tuned to the tolerance.
+
+    Probes each pooled tensor once with ``probe`` (default: ``evaluate``), allocates
+    ``step_t = c * sqrt(n_t / s_t)`` (weight units; n_t weights, s_t the probed sensitivity) and
+    finds the largest c that keeps ``evaluate >= baseline - tolerance`` (bracketing from the scale
+    predicted for a probe drop of ``start_drop``, then bisection: ``iters`` evaluations). Then the
+    model is packed: ONE codebook shared by every layer, as wsq.compress makes, so the result
+    works with wsq.save/load, wsq.merge and the LUT layers. ``model`` is not modified.
+
+    Args:
+        model: any nn.Module; pooled as wsq.compress pools it (include/exclude/min_dims).
+        evaluate: ``evaluate(model) -> float``, higher is better; decides the scale.
+        tolerance: allowed drop below ``evaluate(model)``, in the metric's units (>= 0).
+        rd: rate-aware rounding strength (0: nearest point; 1: the high-rate rate-distortion
+            slope, default; larger trades more error for fewer bits).
+        probe: a smooth proxy for the sensitivities when the metric is coarse (e.g.
+            wsq.metrics.kl on the validation inputs when evaluate is accuracy on a few hundred
+            samples); default ``evaluate``.
+        iters: evaluations spent tuning the scale (>= 1).
+        baseline: evaluate(model) when already known (saves one evaluation).
+        sensitivities: float64 (T,) from an earlier probe_sensitivity (skips probing).
+        probe_step: the probe rounds tensor t to step probe_step * std(t).
+        start_drop, start_scale: where the bracketing starts (start_scale wins when given).
+        quantizer: a GridQuantizer of `model` to reuse (its pool options win).
+
+    Returns:
+        wsq.Compressed with ``tune_info``: baseline, metric (evaluate of the tuned model),
+        tolerance, rd, scale, plan (GridPlan), sensitivities, trace [(scale, metric)],
+        evaluations (calls of evaluate and probe, the baseline's included), probe_s, tune_s.
+
+    Raises:
+        TypeError / ValueError naming the argument; ValueError when evaluate or probe returns a
+        non-finite score on the original model, or when no scale meets the tolerance (the message
+        lists what was tried). Exceptions raised by evaluate/probe propagate with a note naming
+        the callable.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    if probe is not None and not callable(probe):
+        raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
+    tolerance = _number("tolerance", tolerance)
+    rd = _number("rd", rd)
+    probe_step = _number("probe_step", probe_step, strict=True)
+    start_drop = _number("start_drop", start_drop, strict=True)
+    if start_scale is not None:
+        start_scale = _number("start_scale", start_scale, strict=True)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    if quantizer is not None and (
+        not isinstance(quantizer, GridQuantizer) or quantizer.model is not model
+    ):
+        raise ValueError("quantizer must be a GridQuantizer built on this model")
+    gq = quantizer or GridQuantizer(
+        model, pool_options={"include": include, "exclude": exclude, "min_dims": min_dims}
+    )
+    if baseline is None:
+        base = _finite_baseline(score(evaluate, model), "evaluate")
+    else:
+        base = _number("baseline", baseline, lo=-math.inf)
+    info: dict = {"baseline": base, "tolerance": tolerance, "rd": rd}
+    info["evaluations"] = 0 if baseline is not None else 1
+    t0 = time.perf_counter()
+    if sensitivities is None:
+        pr = probe or evaluate
+        pbase = base if pr is evaluate else _finite_baseline(score(pr, model, "probe"), "probe")
+        sensitivities = probe_sensitivity(gq, pr, pbase, rel_step=probe_step)
+        info["evaluations"] += len(gq.entries) + (pr is not evaluate)
+    sensitivities = np.asarray(sensitivities, dtype=np.float64)
+    if sensitivities.shape != (len(gq.entries),):
+        raise ValueError(
+            f"sensitivities must have shape ({len(gq.entries)},) (one per pooled tensor), "
+            f"got {sensitivities.shape}"
+        )
+    info["probe_s"] = time.perf_counter() - t0
+    info["sensitivities"] = sensitivities
+    work = copy.deepcopy(model)
+
+    def make(scale: float):
+        plan = plan_for(allocate(gq.numel, sensitivities, scale), rd=rd)
+        try:
+            gq.write(gq.quantize(plan), work)
+        except ValueError:  # too fine a grid (span or codebook limit): fails like a bad score
+            return -math.inf, plan
+        return score(evaluate, work), plan
+
+    if start_scale is None:
+        start_scale = math.sqrt(start_drop / max(1.0, float(gq.numel.sum())))
+    t0 = time.perf_counter()
+    scale, plan, trace = tune_scale(make, base - tolerance, start_scale, iters=iters)
+    info["tune_s"] = time.perf_counter() - t0
+    info["evaluations"] += len(trace)
+    info.update(scale=scale, plan=plan, trace=trace)
+    if plan is None:
+        tried = [(float(f"{s:.4g}"), float(f"{m:.6g}")) for s, m in trace]
+        why = (
+            "evaluate returned NaN for every candidate"
+            if all(math.isnan(m) for _, m in trace)
+            else f"tried (scale, metric): {tried}"
+        )
+        raise ValueError(
+            f"evaluate never reached baseline - tolerance = {base} - {tolerance} = "
+            f"{base - tolerance} on the grid ({why}); raise tolerance or iters"
+        )
+    info["metric"] = max(m for s, m in trace if s == scale)
+    out = gq.compress(gq.quantize(plan))
+    out.tune_info = info
+    return out

@@ -1,0 +1,541 @@
+"""wsq kernels as torch ops.
+
+Each kernel is a ``torch.library.custom_op`` in the ``wsq`` namespace with a fake (meta)
+implementation, so ``torch.compile`` traces through it, and device kernels registered per backend:
+``cpu`` -> wsq._C, ``cuda`` -> wsq._cuda (imported on first use). The public functions below check
+their arguments first (TypeError / ValueError naming the argument) and then call the op.
+
+Shared conventions (wsq/_spec.py, csrc/common.h; spelled out in wsq/reference.py): the binning
+formula, LSB-first dense bit packing, float32 codebooks. Kernels that look indices up in a codebook take a *table* padded to
+2**bits entries with NaN, so an index beyond the codebook can never read out of bounds and shows up
+as NaN instead of a plausible value.
+"""
+
+# No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
+# schemas from real annotation objects and rejects the strings that import would produce.
+
+import torch
+
+from wsq._spec import bin_scale, bits_for, index_dtype
+from wsq.kernels import native as _native
+from wsq.kernels.isa import get_isa, isa_levels, set_isa, use_isa
+
+__all__ = [
+    "bin_scale",
+    "bits_for",
+    "index_dtype",
+    "minmax",
+    "histogram",
+    "relabel",
+    "fake_quant",
+    "pack",
+    "unpack",
+    "remap_packed",
+    "dequant",
+    "lut_table",
+    "lut_matmul",
+    "gather_rows",
+    "packed_bytes",
+    "get_isa",
+    "set_isa",
+    "use_isa",
+    "isa_levels",
+]
+
+# dtype codes shared with csrc/common.h (enum DType)
+_CODES = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.uint8: 3,
+    torch.uint16: 4,
+    torch.int32: 5,
+    torch.int64: 6,
+}
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_INDEX_DTYPES = (torch.uint8, torch.uint16, torch.int32, torch.int64)
+
+
+def packed_bytes(n: int, bits: int) -> int:
+    """Bytes of n indices packed at `bits` bits each (ceil(n*bits/8))."""
+    return (n * bits + 7) // 8
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _tensor(name: str, t, dtypes=None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(
+            f"{name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}"
+        )
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{name} is on device {t.device}; wsq kernels run on cpu and cuda")
+    return t
+
+
+def _same_device(**tensors) -> None:
+    devs = {n: t.device for n, t in tensors.items() if t is not None}
+    if len({d.type + str(d.index) for d in devs.values()}) > 1:
+        desc = ", ".join(f"{n} on {d}" for n, d in devs.items())
+        raise ValueError(f"tensors must be on one device: {desc}")
+
+
+def _bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits must be in 1..16, got {bits}")
+    return bits
+
+
+def _k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= 65536:
+        raise ValueError(f"k must be in 1..65536, got {k}")
+    return k
+
+
+def _count(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def _flat(name: str, t: torch.Tensor) -> torch.Tensor:
+    """A contiguous 1-D view (copying only when t is strided)."""
+    return t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
+
+
+def _packed(name: str, packed, n: int, bits: int) -> torch.Tensor:
+    _tensor(name, packed, (torch.uint8,))
+    need = packed_bytes(n, bits)
+    if packed.numel() != need:
+        raise ValueError(
+            f"{name} holds {packed.numel()} bytes; {n} indices at {bits} bits need {need}"
+        )
+    return _flat(name, packed)
+
+
+def _cpu():
+    return _native.cpu()
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _cuda():
+    return _native.cuda()
+
+
+# ----------------------------------------------------------------------------- binning family
+
+
+@torch.library.custom_op("wsq::minmax", mutates_args=(), device_types="cpu")
+def _minmax_op(w: torch.Tensor) -> torch.Tensor:
+    lo, hi, bad = _cpu().minmax(w.data_ptr(), w.numel(), _CODES[w.dtype])
+    return torch.tensor([lo, hi, float(bad)], dtype=torch.float64)
+
+
+@_minmax_op.register_fake
+def _(w):
+    return w.new_empty(3, dtype=torch.float64)
+
+
+def minmax(w: torch.Tensor, *, name: str = "w") -> tuple[float, float]:
+    """(min, max) of a float tensor in one pass; ValueError naming `name` if any value is NaN/Inf."""
+    _tensor(name, w, _FLOATS)
+    if w.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    r = _minmax_op(_flat(name, w)).tolist()
+    if r[2] > 0:
+        raise ValueError(f"{name} contains {int(r[2])} NaN or Inf values")
+    return r[0], r[1]
+
+
+@torch.library.custom_op("wsq::histogram", mutates_args=(), device_types="cpu")
+def _histogram_op(
+    w: torch.Tensor, k: int, lo: float, scale: float, want_indices: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    counts = torch.empty(k, dtype=torch.int64)
+    sums = torch.empty(k, dtype=torch.float64)
+    idt = index_dtype(k)
+    idx = torch.empty(w.numel() if want_indices else 0, dtype=idt)
+    _cpu().histogram(
+        w.data_ptr(), w.numel(), _CODES[w.dtype], k, lo, scale,
+        counts.data_ptr(), sums.data_ptr(), idx.data_ptr() if want_indices else 0, _CODES[idt],
+    )  # fmt: skip
+    return counts, sums, idx
+
+
+@_histogram_op.register_fake
+def _(w, k, lo, scale, want_indices):
+    idt = index_dtype(k)
+    return (
+        w.new_empty(k, dtype=torch.int64),
+        w.new_empty(k, dtype=torch.float64),
+        w.new_empty(w.numel() if want_indices else 0, dtype=idt),
+    )
+
+
+def histogram(
+    w: torch.Tensor, k: int, lo: float, scale: float, *, indices: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-bin counts (int64, k) and float64 member sums (k) of w under (lo, scale), in one pass.
+
+    With ``indices=True`` also returns the raw bin index of every element (uint8 if k <= 256, else
+    uint16), written in the same pass. NaN/Inf are not checked here (minmax does that).
+    """
+    _tensor("w", w, _FLOATS)
+    _k(k)
+    c, s, i = _histogram_op(_flat("w", w), k, float(lo), float(scale), bool(indices))
+    return c, s, (i if indices else None)
+
+
+@torch.library.custom_op("wsq::relabel", mutates_args=(), device_types="cpu")
+def _relabel_op(idx: torch.Tensor, table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(idx.numel(), dtype=out_dtype)
+    _cpu().relabel(
+        idx.data_ptr(), idx.numel(), _CODES[idx.dtype], table.data_ptr(), table.numel(),
+        out.data_ptr(), _CODES[out_dtype],
+    )  # fmt: skip
+    return out
+
+
+@_relabel_op.register_fake
+def _(idx, table, out_dtype):
+    return idx.new_empty(idx.numel(), dtype=out_dtype)
+
+
+def relabel(idx: torch.Tensor, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """table[idx] elementwise into a new 1-D tensor of `dtype` (uint8/uint16/int32/int64).
+
+    ``table`` is int32 with one entry per possible input value (len >= max(idx) + 1); values of idx
+    beyond the table raise ValueError.
+    """
+    _tensor("idx", idx, _INDEX_DTYPES)
+    _tensor("table", table, (torch.int32,))
+    if dtype not in _INDEX_DTYPES:
+        raise TypeError(f"dtype must be one of uint8, uint16, int32, int64, got {dtype}")
+    _same_device(idx=idx, table=table)
+    return _relabel_op(_flat("idx", idx), table.contiguous(), dtype)
+
+
+@torch.library.custom_op("wsq::fake_quant", mutates_args=("out",), device_types="cpu")
+def _fake_quant_op(
+    w: torch.Tensor, k: int, lo: float, scale: float, values: torch.Tensor, out: torch.Tensor
+) -> None:
+    _cpu().fake_quant(
+        w.data_ptr(), w.numel(), _CODES[w.dtype], k, lo, scale, values.data_ptr(),
+        out.data_ptr(), _CODES[out.dtype],
+    )  # fmt: skip
+
+
+@_fake_quant_op.register_fake
+def _(w, k, lo, scale, values, out):
+    return None
+
+
+def fake_quant(
+    w: torch.Tensor,
+    k: int,
+    lo: float,
+    scale: float,
+    values: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out[i] = values[bin(w[i])] in one pass, never materialising the indices.
+
+    ``values``: float32, k entries (the center of each raw bin). ``out`` (default: new, like w) may
+    be w itself (in place) and may have another float dtype (e.g. fp32 pool -> fp16 weights).
+    """
+    _tensor("w", w, _FLOATS)
+    _k(k)
+    _tensor("values", values, (torch.float32,))
+    if values.numel() != k:
+        raise ValueError(f"values must have k={k} entries, got {values.numel()}")
+    if out is None:
+        out = torch.empty_like(w, memory_format=torch.contiguous_format)
+    _tensor("out", out, _FLOATS)
+    if out.numel() != w.numel():
+        raise ValueError(f"out has {out.numel()} elements, w has {w.numel()}")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous")
+    _same_device(w=w, values=values, out=out)
+    _fake_quant_op(_flat("w", w), k, float(lo), float(scale), values.contiguous(), out.view(-1))
+    return out
+
+
+# ----------------------------------------------------------------------------- pack family
+
+
+@torch.library.custom_op("wsq::pack", mutates_args=(), device_types="cpu")
+def _pack_op(idx: torch.Tensor, bits: int) -> torch.Tensor:
+    out = torch.empty(packed_bytes(idx.numel(), bits), dtype=torch.uint8)
+    bad = _cpu().pack(idx.data_ptr(), idx.numel(), _CODES[idx.dtype], bits, out.data_ptr())
+    if bad:
+        raise ValueError(f"indices: {bad} values are negative or >= 2**bits = {1 << bits}")
+    return out
+
+
+@_pack_op.register_fake
+def _(idx, bits):
+    return idx.new_empty(packed_bytes(idx.numel(), bits), dtype=torch.uint8)
+
+
+def pack(indices: torch.Tensor, bits: int) -> torch.Tensor:
+    """Dense LSB-first packing of `indices` (uint8/uint16/int32/int64, any shape) at `bits` bits."""
+    _tensor("indices", indices, _INDEX_DTYPES)
+    return _pack_op(_flat("indices", indices), _bits(bits))
+
+
+@torch.library.custom_op("wsq::unpack", mutates_args=(), device_types="cpu")
+def _unpack_op(packed: torch.Tensor, n: int, bits: int, out_dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(n, dtype=out_dtype)
+    _cpu().unpack(packed.data_ptr(), packed.numel(), n, bits, out.data_ptr(), _CODES[out_dtype])
+    return out
+
+
+@_unpack_op.register_fake
+def _(packed, n, bits, out_dtype):
+    return packed.new_empty(n, dtype=out_dtype)
+
+
+def unpack(
+    packed: torch.Tensor, n: int, bits: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The n indices held in `packed` (default dtype: the smallest that holds 2**bits - 1)."""
+    _bits(bits)
+    _count("n", n)
+    packed = _packed("packed", packed, n, bits)
+    if dtype is None:
+        dtype = torch.uint8 if bits <= 8 else torch.uint16
+    if dtype not in _INDEX_DTYPES:
+        raise TypeError(f"dtype must be one of uint8, uint16, int32, int64, got {dtype}")
+    if dtype == torch.uint8 and bits > 8:
+        raise ValueError(f"dtype uint8 cannot hold {bits}-bit indices")
+    return _unpack_op(packed, n, bits, dtype)
+
+
+@torch.library.custom_op("wsq::remap_packed", mutates_args=(), device_types="cpu")
+def _remap_packed_op(
+    packed: torch.Tensor, n: int, bits_in: int, table: torch.Tensor, bits_out: int
+) -> torch.Tensor:
+    out = torch.empty(packed_bytes(n, bits_out), dtype=torch.uint8)
+    bad = _cpu().remap_packed(
+        packed.data_ptr(), packed.numel(), n, bits_in, table.data_ptr(), table.numel(),
+        out.data_ptr(), bits_out,
+    )  # fmt: skip
+    if bad:
+        raise ValueError(f"packed: {bad} indices are beyond the table's {table.numel()} entries")
+    return out
+
+
+@_remap_packed_op.register_fake
+def _(packed, n, bits_in, table, bits_out):
+    return packed.new_empty(packed_bytes(n, bits_out), dtype=torch.uint8)
+
+
+def remap_packed(
+    packed: torch.Tensor, n: int, bits_in: int, table: torch.Tensor, bits_out: int | None = None
+) -> torch.Tensor:
+    """Apply ``table`` (int32, old index -> new index) to n packed indices in one pass.
+
+    Repacks at ``bits_out`` (default bits_in) without an unpacked intermediate array: the merge
+    kernel. Every table value must fit in bits_out; an index beyond the table raises ValueError.
+    """
+    _bits(bits_in)
+    _count("n", n)
+    bits_out = bits_in if bits_out is None else _bits(bits_out)
+    packed = _packed("packed", packed, n, bits_in)
+    _tensor("table", table, (torch.int32,))
+    if table.numel() == 0:
+        raise ValueError("table is empty")
+    if table.numel() > (1 << bits_in):
+        raise ValueError(
+            f"table has {table.numel()} entries; {bits_in}-bit indices need at most {1 << bits_in}"
+        )
+    tmin, tmax = int(table.min()), int(table.max())
+    if tmin < 0 or tmax >= (1 << bits_out):
+        raise ValueError(
+            f"table values must be in 0..{(1 << bits_out) - 1} for bits_out={bits_out}, got {tmin}..{tmax}"
+        )
+    _same_device(packed=packed, table=table)
+    return _remap_packed_op(packed, n, bits_in, table.contiguous(), bits_out)
+
+
+# ----------------------------------------------------------------------------- lut family
+
+
+def lut_table(codebook: torch.Tensor, bits: int) -> torch.Tensor:
+    """The codebook padded with NaN to 2**bits float32 entries: what the lookup kernels take."""
+    _tensor("codebook", codebook, _FLOATS)
+    _bits(bits)
+    n = codebook.numel()
+    if n == 0 or n > (1 << bits):
+        raise ValueError(f"codebook has {n} entries; {bits}-bit indices address 1..{1 << bits}")
+    table = torch.full((1 << bits,), float("nan"), dtype=torch.float32, device=codebook.device)
+    table[:n] = codebook.reshape(-1).float()
+    return table
+
+
+def _table(table: torch.Tensor, bits: int) -> torch.Tensor:
+    _tensor("table", table, (torch.float32,))
+    if table.numel() != (1 << bits):
+        raise ValueError(
+            f"table must have 2**bits = {1 << bits} entries (see lut_table), got {table.numel()}"
+        )
+    return table.contiguous()
+
+
+@torch.library.custom_op("wsq::dequant", mutates_args=(), device_types="cpu")
+def _dequant_op(
+    packed: torch.Tensor, n: int, bits: int, table: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    out = torch.empty(n, dtype=out_dtype)
+    _cpu().dequant(
+        packed.data_ptr(),
+        packed.numel(),
+        n,
+        bits,
+        table.data_ptr(),
+        out.data_ptr(),
+        _CODES[out_dtype],
+    )
+    return out
+
+
+@_dequant_op.register_fake
+def _(packed, n, bits, table, out_dtype):
+    return packed.new_empty(n, dtype=out_dtype)
+
+
+def dequant(
+    packed: torch.Tensor, n: int, bits: int, table: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """table[indices] for the n packed indices, as a 1-D tensor of dtype (fp32/fp16/bf16)."""
+    _bits(bits)
+    _count("n", n)
+    packed = _packed("packed", packed, n, bits)
+    table = _table(table, bits)
+    if dtype not in _FLOATS:
+        raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    _same_device(packed=packed, table=table)
+    return _dequant_op(packed, n, bits, table, dtype)
+
+
+@torch.library.custom_op("wsq::lut_matmul", mutates_args=(), device_types="cpu")
+def _lut_matmul_op(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    out_features: int,
+    bits: int,
+    table: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    m, k = x.shape
+    y = torch.empty(m, out_features, dtype=torch.float32)
+    _cpu().lut_matmul(
+        x.data_ptr(), m, k, x.stride(0), packed.data_ptr(), packed.numel(), out_features, bits,
+        table.data_ptr(), bias.data_ptr() if bias is not None else 0, y.data_ptr(), out_features,
+    )  # fmt: skip
+    return y
+
+
+@_lut_matmul_op.register_fake
+def _(x, packed, out_features, bits, table, bias):
+    return x.new_empty(x.shape[0], out_features, dtype=torch.float32)
+
+
+def lut_matmul(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    out_features: int,
+    bits: int,
+    table: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x @ W.T (+ bias), W = table[indices] of shape (out_features, x.shape[-1]), row-major.
+
+    Reads the packed indices directly. x: (..., in_features) float; y: (..., out_features) in x's
+    dtype. Accumulates in float32.
+    """
+    _tensor("x", x, _FLOATS)
+    _bits(bits)
+    _count("out_features", out_features)
+    if x.dim() < 1:
+        raise ValueError("x must have at least 1 dimension (..., in_features)")
+    in_features = x.shape[-1]
+    packed = _packed("packed", packed, out_features * in_features, bits)
+    table = _table(table, bits)
+    if bias is not None:
+        _tensor("bias", bias, _FLOATS)
+        if bias.numel() != out_features:
+            raise ValueError(
+                f"bias has {bias.numel()} elements, expected out_features={out_features}"
+            )
+        bias = bias.reshape(-1).float().contiguous()
+    _same_device(x=x, packed=packed, table=table, bias=bias)
+    lead = x.shape[:-1]
+    x2 = x.reshape(lead.numel(), in_features)  # not -1: ambiguous when in_features == 0
+    if x2.dtype != torch.float32:
+        x2 = x2.float()
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    y = _lut_matmul_op(x2, packed, out_features, bits, table, bias)
+    return y.to(x.dtype).reshape(*lead, out_features)
+
+
+@torch.library.custom_op("wsq::gather_rows", mutates_args=(), device_types="cpu")
+def _gather_rows_op(
+    packed: torch.Tensor, rows: torch.Tensor, num_rows: int, row_len: int, bits: int,
+    table: torch.Tensor, out_dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    out = torch.empty(rows.numel(), row_len, dtype=out_dtype)
+    bad = _cpu().gather_rows(
+        packed.data_ptr(), packed.numel(), num_rows, row_len, bits, table.data_ptr(),
+        rows.data_ptr(), rows.numel(), out.data_ptr(), _CODES[out_dtype],
+    )  # fmt: skip
+    if bad:
+        raise IndexError(f"rows: {bad} row ids are outside 0..{num_rows - 1}")
+    return out
+
+
+@_gather_rows_op.register_fake
+def _(packed, rows, num_rows, row_len, bits, table, out_dtype):
+    return packed.new_empty(rows.numel(), row_len, dtype=out_dtype)
+
+
+def gather_rows(
+    packed: torch.Tensor,
+    rows: torch.Tensor,
+    num_rows: int,
+    row_len: int,
+    bits: int,
+    table: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Dequantize only the selected rows of a packed (num_rows, row_len) matrix: Embedding lookup.
+
+    rows: int64 of any shape; returns rows.shape + (row_len,) in dtype.
+    """
+    _bits(bits)
+    _count("num_rows", num_rows)
+    _count("row_len", row_len)
+    packed = _packed("packed", packed, num_rows * row_len, bits)
+    table = _table(table, bits)
+    _tensor("rows", rows, (torch.int64, torch.int32))
+    if dtype not in _FLOATS:
+        raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    _same_device(packed=packed, rows=rows, table=table)
+    out = _gather_rows_op(
+        packed, _flat("rows", rows.to(torch.int64)), num_rows, row_len, bits, table, dtype
+    )
+    return out.reshape(*rows.shape, row_len)
