@@ -46,7 +46,7 @@ import warnings
 
 import torch
 import torch.nn as nn
-from _timing import machine, print_table, write_json
+from _timing import machine, print_table, reset_peak, status_kib, write_json
 
 import wsq
 
@@ -155,28 +155,11 @@ def validate(name: str, dense: nn.Module, comp, ids: torch.Tensor, n: int) -> di
 # ----------------------------------------------------------------------------- memory (child)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _trim() -> None:
     gc.collect()
     try:  # give freed heap pages back so VmRSS shows what is live
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
-        pass
-
-
-def _reset_peak() -> None:
-    # VmHWM, not ru_maxrss (which survives exec); writing 5 to clear_refs resets it (Linux >= 4.0)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
         pass
 
 
@@ -199,17 +182,17 @@ def child(name: str, args) -> None:
 
     ids = prompt_ids(args)
     _trim()
-    base = _status_kib("VmRSS")
+    base = status_kib("VmRSS")
     dense = build_dense(args)
     model, _ = build_variant(name, dense, inplace=True)
     if name in WSQ_K:
         model = model.model
     del dense
     _trim()
-    resident = _status_kib("VmRSS") - base
-    _reset_peak()
+    resident = status_kib("VmRSS") - base
+    reset_peak()
     generate(model, ids, args.tokens)
-    peak = _status_kib("VmHWM") - base
+    peak = status_kib("VmHWM") - base
     tensor_bytes = _state_bytes(model.state_dict().values())
     print(
         json.dumps(

@@ -27,7 +27,7 @@ import time
 
 import torch
 import torch.nn as nn
-from _timing import machine, median_time, print_table, write_json
+from _timing import machine, median_time, print_table, reset_peak, status_kib, write_json
 
 import wsq
 from wsq.examples.digits import DigitsCNN, splits, train
@@ -88,24 +88,6 @@ def rss_child(kind: str, path: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak() -> None:
-    # VmHWM, not ru_maxrss: ru_maxrss carries the parent's peak over fork/exec. Writing 5 to
-    # clear_refs (Linux >= 4.0) resets the high-water mark to the current RSS.
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def child(kind: str, path: str) -> None:
     """Runs in a fresh process: build one model, touch every tensor, run it once; print RSS."""
     import gc
@@ -125,9 +107,9 @@ def child(kind: str, path: str) -> None:
     wsq.load(tiny, nn.Linear(8, 8)).model(torch.zeros(1, 8))
     os.unlink(tiny)
     gc.collect()
-    _reset_peak()
-    base_now = _status_kib("VmRSS")
-    base_peak = max(base_now, _status_kib("VmHWM"))
+    reset_peak()
+    base_now = status_kib("VmRSS")
+    base_peak = max(base_now, status_kib("VmHWM"))
     if kind == "cnn-dense":
         m = DigitsCNN().eval()
         m.load_state_dict(load_file(path))
@@ -160,8 +142,8 @@ def child(kind: str, path: str) -> None:
     print(
         json.dumps(
             {
-                "peak_rss_mib": (_status_kib("VmHWM") - base_peak) / 1024,
-                "rss_mib": (_status_kib("VmRSS") - base_now) / 1024,
+                "peak_rss_mib": (status_kib("VmHWM") - base_peak) / 1024,
+                "rss_mib": (status_kib("VmRSS") - base_now) / 1024,
                 "checksum": touched,
             }
         )

@@ -11,7 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from wsq.cli.specs import CliError, Spec, _describe, _json_safe, _one_line
+from wsq.cli.specs import CliError, Spec, _describe, _one_line
+from wsq.search.result import _json_safe
 
 
 def _fixed_bytes(c) -> int:

@@ -28,12 +28,12 @@ from wsq.cli.specs import (
     DEFAULTS,
     CliError,
     _digits_spec,
-    _json_safe,
     _minilm_spec,
     _one_line,
     _prepare_out,
     _user_spec,
 )
+from wsq.search.result import _json_safe
 
 __all__ = ["main"]
 

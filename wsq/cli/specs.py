@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
 import sys
 import tempfile
@@ -190,13 +189,3 @@ def _prepare_out(out: str) -> str:
     except OSError as e:
         raise CliError(f"cannot write to --out {out!r}: {e.strerror or e}") from None
     return out
-
-
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v

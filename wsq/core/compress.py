@@ -33,7 +33,15 @@ from torch import Tensor
 
 from wsq import nn as wnn
 from wsq.core.binning import _check_bound, _check_k
-from wsq.core.pool import Pool, PoolEntry, _is_lazy, _list, _tie_groups, collect_pool
+from wsq.core.pool import (
+    Pool,
+    PoolEntry,
+    _is_lazy,
+    _list,
+    _tie_groups,
+    collect_pool,
+    view_key,
+)
 from wsq.errors import FormatError
 from wsq.kernels import ops
 
@@ -474,13 +482,7 @@ class Compressed:
         seen: set = set()
         rest_bytes = 0
         for t in rest.values():
-            key = (
-                t.device,
-                t.untyped_storage().data_ptr(),
-                t.storage_offset(),
-                t.dtype,
-                tuple(t.shape),
-            )
+            key = view_key(t)
             if key not in seen:
                 seen.add(key)
                 rest_bytes += _nbytes(t)
@@ -508,13 +510,7 @@ class Compressed:
         packed_ids = {id(g.packed()) for g in self._groups}
         comp = other = 0
         for t in list(self.model.parameters()) + list(self.model.buffers()):
-            key = (
-                t.device,
-                t.untyped_storage().data_ptr(),
-                t.storage_offset(),
-                t.dtype,
-                tuple(t.shape),
-            )
+            key = view_key(t)
             if key in seen:
                 continue
             seen.add(key)

@@ -67,6 +67,11 @@ def _match(names: Iterable[str], patterns: tuple[str, ...]) -> str | None:
     return None
 
 
+def view_key(t: Tensor) -> tuple:
+    """Identity of a tensor's bytes: two views with equal keys read the same memory (count once)."""
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.dtype, tuple(t.shape))
+
+
 def _tie_groups(model: tnn.Module) -> list[tuple[list[str], list[Tensor]]]:
     """Parameters grouped by identity (same object, or same storage/offset/shape/strides/dtype)."""
     groups: list[tuple[list[str], list[Tensor]]] = []

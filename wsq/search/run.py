@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from wsq.core.pool import view_key
 from wsq.kernels import ops
 from wsq.search.checkpoint import Checkpoint
 from wsq.search.driver import (
@@ -88,13 +89,7 @@ def _state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
     for name, t in model.state_dict(keep_vars=True).items():
         if name in skip:
             continue
-        key = (
-            t.device,
-            t.untyped_storage().data_ptr(),
-            t.storage_offset(),
-            t.dtype,
-            tuple(t.shape),
-        )
+        key = view_key(t)
         if key not in seen:
             seen.add(key)
             total += t.numel() * t.element_size()
