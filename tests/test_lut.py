@@ -314,3 +314,63 @@ def test_lut_matmul_torch_compile_matches_eager():
     for m in (1, 9):
         x = torch.randn(m, k)
         assert torch.equal(compiled(x), f(x))
+
+
+# --------------------------------------------------------------- eager calls skip the dispatcher
+
+
+def _inference_calls():
+    """(public call, name of its torch.library op in wsq.kernels.ops) for the three layer kernels."""
+    bits, k, n = 4, 37, 11
+    idx, cb, table, packed = _case(n * k, bits)
+    rows = torch.tensor([3, 0, 10])
+    x = torch.randn(2, k)
+    return [
+        (lambda x=x: ops.lut_matmul(x, packed, n, bits, table), "_lut_matmul_op", x),
+        (lambda: ops.dequant(packed, n * k, bits, table), "_dequant_op", None),
+        (lambda: ops.gather_rows(packed, rows, n, k, bits, table), "_gather_rows_op", None),
+    ]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_eager_cpu_call_skips_the_dispatcher_with_the_same_result(which, monkeypatch):
+    from wsq.kernels import ops as kops
+
+    call, op_name, _ = _inference_calls()[which]
+    expect = call()
+
+    def refuse(*a, **kw):
+        raise AssertionError("the eager CPU call went through the torch.library op")
+
+    monkeypatch.setattr(kops, op_name, refuse)
+    assert torch.equal(call(), expect)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_dispatch_modes_still_see_the_wsq_op(which):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    call, op_name, _ = _inference_calls()[which]
+    expect = call()
+    with Record():
+        got = call()
+    assert torch.equal(got, expect)
+    assert any(s.startswith("wsq.") for s in seen), seen
+
+
+def test_lut_matmul_input_needing_grad_takes_the_op_and_says_it_has_no_backward():
+    call, _, x = _inference_calls()[0]
+    xg = x.clone().requires_grad_(True)
+    y = call(xg)
+    assert y.grad_fn is not None  # the op's autograd node, not a silently detached tensor
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        y.sum().backward()
+    with torch.no_grad():
+        assert torch.equal(call(xg), call(x))

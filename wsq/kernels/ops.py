@@ -78,10 +78,15 @@ def _tensor(name: str, t, dtypes=None) -> torch.Tensor:
 
 
 def _same_device(**tensors) -> None:
-    devs = {n: t.device for n, t in tensors.items() if t is not None}
-    if len({d.type + str(d.index) for d in devs.values()}) > 1:
-        desc = ", ".join(f"{n} on {d}" for n, d in devs.items())
-        raise ValueError(f"tensors must be on one device: {desc}")
+    first = None
+    for t in tensors.values():
+        if t is None:
+            continue
+        if first is None:
+            first = t.device
+        elif t.device != first:  # the one-device case, every call, stays cheap
+            desc = ", ".join(f"{n} on {t.device}" for n, t in tensors.items() if t is not None)
+            raise ValueError(f"tensors must be on one device: {desc}")
 
 
 def _bits(bits) -> int:
@@ -110,7 +115,9 @@ def _count(name: str, n) -> int:
 
 def _flat(name: str, t: torch.Tensor) -> torch.Tensor:
     """A contiguous 1-D view (copying only when t is strided)."""
-    return t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
+    if t.is_contiguous():
+        return t if t.dim() == 1 else t.reshape(-1)
+    return t.contiguous().reshape(-1)
 
 
 def _packed(name: str, packed, n: int, bits: int) -> torch.Tensor:
@@ -125,6 +132,32 @@ def _packed(name: str, packed, n: int, bits: int) -> torch.Tensor:
 
 def _cpu():
     return _native.cpu()
+
+
+def _direct(*tensors) -> bool:
+    """True when a CPU inference op may call its kernel without the torch.library dispatcher.
+
+    The dispatcher exists for tracing (torch.compile/export, fake tensors, dispatch and function
+    modes) and autograd; in plain eager CPU inference it costs ~40 us a call, as much as the
+    kernel of a 1024 x 1024 4-bit layer (bench/README.md, "eager dispatch"). Anything else, a
+    tensor subclass, an active mode or a tensor that needs grad, takes the op as before.
+    """
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._is_torch_function_mode_enabled()
+    ):
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) not in _PLAIN or not t.is_cpu or (grad and t.requires_grad):
+            return False
+    return True
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _stream(t: torch.Tensor) -> int:
@@ -392,11 +425,10 @@ def _table(table: torch.Tensor, bits: int) -> torch.Tensor:
         raise ValueError(
             f"table must have 2**bits = {1 << bits} entries (see lut_table), got {table.numel()}"
         )
-    return table.contiguous()
+    return table if table.is_contiguous() else table.contiguous()
 
 
-@torch.library.custom_op("wsq::dequant", mutates_args=(), device_types="cpu")
-def _dequant_op(
+def _dequant_cpu(
     packed: torch.Tensor, n: int, bits: int, table: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     out = torch.empty(n, dtype=out_dtype)
@@ -410,6 +442,11 @@ def _dequant_op(
         _CODES[out_dtype],
     )
     return out
+
+
+_dequant_op = torch.library.custom_op(
+    "wsq::dequant", mutates_args=(), device_types="cpu"
+)(_dequant_cpu)
 
 
 @_dequant_op.register_fake
@@ -428,11 +465,11 @@ def dequant(
     if dtype not in _FLOATS:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     _same_device(packed=packed, table=table)
-    return _dequant_op(packed, n, bits, table, dtype)
+    op = _dequant_cpu if _direct(packed, table) else _dequant_op
+    return op(packed, n, bits, table, dtype)
 
 
-@torch.library.custom_op("wsq::lut_matmul", mutates_args=(), device_types="cpu")
-def _lut_matmul_op(
+def _lut_matmul_cpu(
     x: torch.Tensor,
     packed: torch.Tensor,
     out_features: int,
@@ -447,6 +484,11 @@ def _lut_matmul_op(
         table.data_ptr(), bias.data_ptr() if bias is not None else 0, y.data_ptr(), out_features,
     )  # fmt: skip
     return y
+
+
+_lut_matmul_op = torch.library.custom_op(
+    "wsq::lut_matmul", mutates_args=(), device_types="cpu"
+)(_lut_matmul_cpu)
 
 
 @_lut_matmul_op.register_fake
@@ -483,18 +525,21 @@ def lut_matmul(
             )
         bias = bias.reshape(-1).float().contiguous()
     _same_device(x=x, packed=packed, table=table, bias=bias)
-    lead = x.shape[:-1]
-    x2 = x.reshape(lead.numel(), in_features)  # not -1: ambiguous when in_features == 0
+    flat = x.dim() == 2
+    # not reshape(-1, ...): ambiguous when in_features == 0
+    x2 = x if flat else x.reshape(x.shape[:-1].numel(), in_features)
     if x2.dtype != torch.float32:
         x2 = x2.float()
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    y = _lut_matmul_op(x2, packed, out_features, bits, table, bias)
-    return y.to(x.dtype).reshape(*lead, out_features)
+    op = _lut_matmul_cpu if _direct(x2, packed, table, bias) else _lut_matmul_op
+    y = op(x2, packed, out_features, bits, table, bias)
+    if y.dtype != x.dtype:
+        y = y.to(x.dtype)
+    return y if flat else y.reshape(*x.shape[:-1], out_features)
 
 
-@torch.library.custom_op("wsq::gather_rows", mutates_args=(), device_types="cpu")
-def _gather_rows_op(
+def _gather_rows_cpu(
     packed: torch.Tensor, rows: torch.Tensor, num_rows: int, row_len: int, bits: int,
     table: torch.Tensor, out_dtype: torch.dtype,
 ) -> torch.Tensor:  # fmt: skip
@@ -506,6 +551,11 @@ def _gather_rows_op(
     if bad:
         raise IndexError(f"rows: {bad} row ids are outside 0..{num_rows - 1}")
     return out
+
+
+_gather_rows_op = torch.library.custom_op(
+    "wsq::gather_rows", mutates_args=(), device_types="cpu"
+)(_gather_rows_cpu)
 
 
 @_gather_rows_op.register_fake
@@ -535,7 +585,7 @@ def gather_rows(
     if dtype not in _FLOATS:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     _same_device(packed=packed, rows=rows, table=table)
-    out = _gather_rows_op(
-        packed, _flat("rows", rows.to(torch.int64)), num_rows, row_len, bits, table, dtype
-    )
+    rows64 = _flat("rows", rows.to(torch.int64))
+    op = _gather_rows_cpu if _direct(packed, rows64, table) else _gather_rows_op
+    out = op(packed, rows64, num_rows, row_len, bits, table, dtype)
     return out.reshape(*rows.shape, row_len)
