@@ -160,6 +160,11 @@ def _direct(*tensors) -> bool:
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
+def _cpu_op(name: str, fn):
+    """Registers fn as the CPU kernel of the torch.library op wsq::name (fn stays callable directly)."""
+    return torch.library.custom_op(f"wsq::{name}", mutates_args=(), device_types="cpu")(fn)
+
+
 def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
 
@@ -444,9 +449,7 @@ def _dequant_cpu(
     return out
 
 
-_dequant_op = torch.library.custom_op(
-    "wsq::dequant", mutates_args=(), device_types="cpu"
-)(_dequant_cpu)
+_dequant_op = _cpu_op("dequant", _dequant_cpu)
 
 
 @_dequant_op.register_fake
@@ -486,9 +489,7 @@ def _lut_matmul_cpu(
     return y
 
 
-_lut_matmul_op = torch.library.custom_op(
-    "wsq::lut_matmul", mutates_args=(), device_types="cpu"
-)(_lut_matmul_cpu)
+_lut_matmul_op = _cpu_op("lut_matmul", _lut_matmul_cpu)
 
 
 @_lut_matmul_op.register_fake
@@ -553,9 +554,7 @@ def _gather_rows_cpu(
     return out
 
 
-_gather_rows_op = torch.library.custom_op(
-    "wsq::gather_rows", mutates_args=(), device_types="cpu"
-)(_gather_rows_cpu)
+_gather_rows_op = _cpu_op("gather_rows", _gather_rows_cpu)
 
 
 @_gather_rows_op.register_fake
