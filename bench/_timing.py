@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
+import sys
 
 # One copy of the timing and table logic, shared with `wsq bench` (re-exported for the scripts).
 from wsq.cli.bench import median_time, print_table
 
-__all__ = ["median_time", "print_table", "machine", "write_json", "status_kib", "reset_peak"]
+__all__ = [
+    "median_time",
+    "print_table",
+    "machine",
+    "write_json",
+    "status_kib",
+    "reset_peak",
+    "CAP_ENV",
+    "cap_all",
+]
+
+# The knobs that cap each contender's instruction set: wsq's kernels, ATen's vectorised CPU ops,
+# MKL (torch's fp32 GEMM/GEMV), oneDNN (bf16 linear) and fbgemm (dynamic int8 Linear). Forcing
+# only wsq's path down (--isa avx2) leaves the peers on AVX-512; with all of them capped, a run on
+# an AVX-512 CPU is the closest this machine gets to an AVX2-only one (the memory system and the
+# clocks are still this CPU's). Every library reads its knob once, when it initialises.
+CAP_ENV = {
+    "avx2": {
+        "WSQ_ISA": "avx2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    }
+}
+
+
+def cap_all(level: str | None) -> None:
+    """With a level, re-executes the running script in a fresh process with every contender capped
+    there (CAP_ENV); returns at once when the level is None or the caps are already in force."""
+    if level is None:
+        return
+    env = CAP_ENV[level]
+    if all(os.environ.get(k) == v for k, v in env.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
 
 
 def machine() -> dict:
@@ -34,10 +72,13 @@ def machine() -> dict:
     except OSError:
         pass
     info = wsq.info()
+    knobs = {k for env in CAP_ENV.values() for k in env}
     return {
         "cpu": cpu,
         "threads": torch.get_num_threads(),
         "isa": info["cpu_isa"],
+        "torch_isa": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {k: os.environ[k] for k in sorted(knobs) if k in os.environ},
         "torch": torch.__version__,
         "wsq": info["version"],
         "commit": commit,

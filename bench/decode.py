@@ -46,7 +46,7 @@ import warnings
 
 import torch
 import torch.nn as nn
-from _timing import machine, print_table, reset_peak, status_kib, write_json
+from _timing import CAP_ENV, cap_all, machine, print_table, reset_peak, status_kib, write_json
 
 import wsq
 
@@ -231,8 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process RSS figures")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument(
+        "--cap",
+        choices=sorted(CAP_ENV),
+        help="cap every contender's ISA (wsq, ATen, MKL, oneDNN, fbgemm); re-runs in a fresh process",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    cap_all(args.cap)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -245,8 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     if "fp32" not in names:
         names.insert(0, "fp32")
     env = machine()
-    print(f"# {env['cpu']} | ISA {env['isa']} | {env['threads']} threads | torch {env['torch']}")
-    print(f"# wsq {env['wsq']} | commit {env['commit']}")
+    print(
+        f"# {env['cpu']} | wsq ISA {env['isa']}, torch ISA {env['torch_isa']} | {env['threads']} "
+        f"threads | torch {env['torch']}"
+    )
+    print(f"# wsq {env['wsq']} | commit {env['commit']} | ISA caps {env['isa_caps'] or 'none'}")
     dense = build_dense(args)
     n_params = sum(p.numel() for p in dense.parameters())
     print(

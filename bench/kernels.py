@@ -8,7 +8,9 @@ same thread count on both sides). Ratios > 1 mean wsq is faster / moves bytes fa
 
 --isa times the LUT matmul at each listed level (default: every SIMD level this CPU has, e.g.
 the AVX2 path forced on an AVX-512 machine beside its own AVX-512 path), each against torch's
-dense fp32 / bf16 F.linear and dynamic int8 Linear in the same interleaved rounds.
+dense fp32 / bf16 F.linear and dynamic int8 Linear in the same interleaved rounds. Those peers
+still run at the machine's best ISA; --cap avx2 caps them too (ATen, MKL, oneDNN, fbgemm; see
+_timing.CAP_ENV), the nearest an AVX-512 machine comes to an AVX2-only one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import machine, print_table, write_json
+from _timing import CAP_ENV, cap_all, machine, print_table, write_json
 
 from wsq import ops
 
@@ -38,7 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, help="torch and OpenMP threads (default: torch's)")
     ap.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes (matmul)")
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds per matmul row")
+    ap.add_argument(
+        "--cap",
+        choices=sorted(CAP_ENV),
+        help="cap every contender (wsq, ATen, MKL, oneDNN, fbgemm) at this ISA: re-runs the "
+        "script in a fresh process with their knobs set",
+    )
     args = ap.parse_args(argv)
+    cap_all(args.cap)
     if args.threads is not None:
         if args.threads < 1:
             ap.error("--threads must be >= 1")
@@ -50,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         bad = [v for v in isas if v not in levels]
         if bad:
             ap.error(f"--isa {','.join(bad)}: not available on this CPU (has {', '.join(levels)})")
+    if args.cap:
+        above = [v for v in isas if levels.index(v) > levels.index(args.cap)]
+        if args.isa and above:
+            ap.error(f"--isa {','.join(above)} is above --cap {args.cap}")
+        isas = [v for v in isas if v not in above]
     n = 2_000_000 if args.quick else args.n
     validate()
     print("validation: all kernels match wsq.reference")
