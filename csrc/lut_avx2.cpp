@@ -105,6 +105,11 @@ struct Nib4 {
 // 2*(4q + i) + lane.
 inline int nib4_perm(int j) { return 2 * (4 * (j / 8) + j % 4) + (j / 4) % 2; }
 
+#ifndef WSQ_GEMV_AHEAD
+#define WSQ_GEMV_AHEAD 1024
+#endif
+constexpr int64_t kGemvAhead = WSQ_GEMV_AHEAD;
+
 WSQ_T void gemv4(const Nib4& d, const uint8_t* p, const float* xp, int64_t K, int64_t n0, int64_t n1,
                  const float* bias, float* y) {
   const __m256i sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m = _mm256_set1_epi8(15);
@@ -113,6 +118,7 @@ WSQ_T void gemv4(const Nib4& d, const uint8_t* p, const float* xp, int64_t K, in
     const uint8_t* g = p + n * (K / 2);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t k = 0; k < K; k += 32, g += 16) {
+      _mm_prefetch(reinterpret_cast<const char*>(g) + kGemvAhead, _MM_HINT_T0);
       const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
       const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(v, sh), m);
       const __m256i b0 = _mm256_shuffle_epi8(t0, idx), b1 = _mm256_shuffle_epi8(t1, idx);

@@ -74,19 +74,21 @@ void for_chunks(int64_t n, int64_t chunk, F&& fn) {
   for (int64_t c = 0; c < nchunks; ++c) fn(c * chunk, std::min(chunk, n - c * chunk));
 }
 
-// fn(n0, n1) once per thread on a static, contiguous split of the N output rows (deterministic for
-// a given thread count, so repeated runs are bitwise equal).
+// fn(n0, n1) over blocks of the N output rows, handed out dynamically: on a shared machine a
+// thread the scheduler delays no longer holds up the others at the join (a static split made every
+// GEMV wait for its slowest half). Each output row is computed whole by one call whatever the
+// split, so results stay bitwise equal from run to run and across thread counts.
 template <class F>
 void for_row_ranges(int64_t N, int64_t work, F&& fn) {
   if (work < kParallelWork || N < 2) {
     fn(int64_t{0}, N);
     return;
   }
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    fn(N * t / nt, N * (t + 1) / nt);
-  }
+  const int64_t nt = omp_get_max_threads();
+  const int64_t block = std::max<int64_t>(8, (N + nt * 16 - 1) / (nt * 16));
+  const int64_t nblocks = (N + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t b = 0; b < nblocks; ++b) fn(b * block, std::min(N, (b + 1) * block));
 }
 
 // Embedding lookup: emit(e0, cnt, out_offset) writes cnt values of the packed stream from element e0
