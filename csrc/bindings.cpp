@@ -35,6 +35,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("active_isa", [] { return wsq::isa_name(wsq::active_isa()); });
   m.def("set_isa", &wsq::set_isa, py::arg("name"));
   m.def("cpu_feature_list", &wsq::cpu_feature_list);
+  m.def("openmp_threads", &wsq::openmp_threads);
   // binning family (csrc/binning.h)
   m.def(
       "minmax",

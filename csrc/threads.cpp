@@ -17,4 +17,6 @@ void install_fork_handler() {
   std::call_once(once, [] { pthread_atfork(nullptr, nullptr, in_forked_child); });
 }
 
+int openmp_threads() { return omp_get_max_threads(); }
+
 }  // namespace wsq

@@ -9,4 +9,8 @@ namespace wsq {
 // Registers the pthread_atfork child handler (idempotent; called when wsq._C is imported).
 void install_fork_handler();
 
+// Threads the next parallel region of wsq's kernels may use (omp_get_max_threads of the OpenMP
+// runtime wsq._C is bound to: torch's own when both load the same libgomp.so.1).
+int openmp_threads();
+
 }  // namespace wsq

@@ -22,3 +22,23 @@ def test_wsq_info_without_file_reports_the_build(capsys):
     assert cli.main(["info"]) == 0
     text = capsys.readouterr().out
     assert f"cpu_module: {d['cpu_module']}" in text and f"cuda_built: {d['cuda_built']}" in text
+
+
+def test_kernels_share_torchs_openmp_runtime():
+    """torch.set_num_threads governs wsq's kernels: one OpenMP runtime in the process (the wheel's
+    vendored libgomp carries the soname libgomp.so.1, so the loader reuses the one torch loaded)."""
+    import torch
+
+    from wsq import ops
+
+    ops.unpack(ops.pack(torch.zeros(64, dtype=torch.uint8), 2), 64, 2)  # load wsq._C
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert wsq.info()["openmp_threads"] == n
+    finally:
+        torch.set_num_threads(before)
+    with open("/proc/self/maps") as f:
+        gomp = {line.split()[-1] for line in f if "libgomp" in line}
+    assert len(gomp) <= 1, f"more than one OpenMP runtime mapped: {sorted(gomp)}"

@@ -15,7 +15,8 @@ def info() -> dict:
     driver older than the runtime, or why wsq._cuda failed to load; "" when a device is seen);
     ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512, capped by ``WSQ_ISA`` or
     ``wsq.ops.set_isa``); ``cpu_isa_detected`` (the CPU's best);
-    ``cpu_features`` (flags seen on this CPU); ``openmp_threads``; ``torch``.
+    ``cpu_features`` (flags seen on this CPU); ``openmp_threads`` (threads wsq's CPU kernels
+    use: they share torch's OpenMP runtime, so ``torch.set_num_threads`` sets it); ``torch``.
     """
     import torch
 
@@ -39,6 +40,6 @@ def info() -> dict:
         "cpu_isa": c.active_isa(),
         "cpu_isa_detected": c.detected_isa(),
         "cpu_features": c.cpu_feature_list().split(",") if c.cpu_feature_list() else [],
-        "openmp_threads": torch.get_num_threads(),
+        "openmp_threads": c.openmp_threads(),
         "torch": torch.__version__,
     }
