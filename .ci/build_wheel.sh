@@ -30,8 +30,8 @@ rm -rf "$out/raw"
 whl=$(ls "$out"/wsq-*.whl)
 # One OpenMP runtime with torch. auditwheel vendors libgomp under a hashed name
 # (libgomp-<hash>.so.1.0.0), so the process ran two thread pools: torch.set_num_threads did not
-# reach wsq's, and each pool's threads spun on the cores while the other's op ran (token-by-token
-# decoding ran ~25% slower than with one pool; bench/README.md). Under its real soname the
+# reach wsq's kernels (they took OMP_NUM_THREADS or every core), and the two pools' threads could
+# spin on the same cores (tests/test_install.py checks there is one). Under its real soname the
 # dynamic loader reuses the libgomp.so.1 torch has already loaded (torch is imported before wsq._C,
 # and torch's CPU wheels ship libgomp.so.1); the vendored copy is loaded only when none is, e.g.
 # beside a torch whose own libgomp carries a hashed name.
