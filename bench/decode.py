@@ -50,12 +50,6 @@ from _timing import CAP_ENV, cap_all, machine, print_table, reset_peak, status_k
 
 import wsq
 
-# bench/ holds kernels.py, which would shadow the `kernels` package transformers >= 5.25 imports:
-# with _timing loaded, the script's own directory leaves the import path.
-sys.path[:] = [
-    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
-]
-
 VARIANTS = ("fp32", "bf16", "int8", "wsq4", "wsq8")
 WSQ_K = {"wsq4": 16, "wsq8": 256}
 

@@ -16,7 +16,10 @@ import wsq
 ROOT = Path(__file__).resolve().parents[1]
 GATE = ROOT / "bench" / "pytest_gate.py"
 sys.path.insert(0, str(GATE.parent))
-import pytest_gate  # noqa: E402
+try:
+    import pytest_gate
+finally:  # bench/ must not stay on sys.path: its script names could shadow installed packages
+    sys.path.remove(str(GATE.parent))
 
 
 def _junit(tmp_path, tests, failures=0, errors=0, skipped=0) -> str:

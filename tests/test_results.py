@@ -13,9 +13,21 @@ import torch
 from torch import nn
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-sys.path.insert(0, BENCH)
 
-import _results_peers as peers  # noqa: E402
+
+def _bench_module(name: str):
+    """Import a bench/ script without leaving bench/ on sys.path for the rest of the session
+    (its script names must not shadow packages other tests import)."""
+    import importlib
+
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCH)
+
+
+peers = _bench_module("_results_peers")
 
 
 class _Net(nn.Module):
@@ -106,7 +118,7 @@ def test_smallest_k_doubles_then_bisects():
 def test_results_script_quick(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    import results
+    results = _bench_module("results")
 
     out = results.main(["--model", "digits", "--quick", "--out", str(tmp_path)])
     for f in ("digits.json", "digits.md", "digits_front.png"):

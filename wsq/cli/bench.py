@@ -1,4 +1,4 @@
-"""Kernel microbenchmarks shared by ``wsq bench`` and bench/kernels.py (one copy of the logic).
+"""Kernel microbenchmarks shared by ``wsq bench`` and bench/cpu_kernels.py (one copy of the logic).
 
 Every kernel is first validated against wsq.reference at a small size, then timed (median of
 repeats, same thread count on both sides). Rows are dicts; ratios > 1 mean wsq is faster or moves

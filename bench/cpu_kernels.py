@@ -3,7 +3,7 @@
 Validates every kernel against wsq.reference at a small size first, then times (median of repeats,
 same thread count on both sides). Ratios > 1 mean wsq is faster / moves bytes faster.
 
-    python bench/kernels.py [--n 50000000] [--quick] [--json PATH] [--isa avx2,avx512]
+    python bench/cpu_kernels.py [--n 50000000] [--quick] [--json PATH] [--isa avx2,avx512]
                             [--only matmul] [--threads T]
 
 --isa times the LUT matmul at each listed level (default: every SIMD level this CPU has, e.g.
