@@ -1,5 +1,6 @@
 // AVX-512 LUT kernels (F/BW/VL + VBMI; see lut.h). The table lives in registers wherever it fits:
-//   b <= 4   one zmm of 16 floats, looked up with vpermps (_mm512_permutexvar_ps);
+//   b <= 4   one zmm of 16 floats, looked up with vpermps (_mm512_permutexvar_ps); the b = 4 GEMV
+//            (one x row, K % 32 == 0) permutes x once per call so nibbles need no spreading;
 //   b 5..8   four byte planes of the table (byte j of every entry), each 1, 2 or 4 zmm, looked up
 //            64 indices at a time with vpermb / vpermi2b, then re-interleaved into floats;
 //   b > 8    gathers from the table in L1/L2.
@@ -319,6 +320,41 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
 
 constexpr int kFusedMB = 8;  // x rows per fused pass
 
+// GEMV (one x row) at b = 4 with K % 32 == 0: every row starts on a 16-byte group, so x is permuted
+// once per call into the order the lookup emits (the low nibbles of 16 bytes, then their high
+// nibbles): 32 weights then cost one vpmovzxbd, one shift and two vpermps, instead of spreading the
+// nibbles into stream order per group (an unpack and a widening per 16). vpermps reads the low 4
+// bits of each lane, so the low nibble needs no mask and the shifted high one has nothing above.
+// x slot j of a 32-group holds element 2 * (j % 16) + j / 16.
+inline int nib4_perm(int j) { return 2 * (j % 16) + j / 16; }
+
+WSQ_T void gemv4(const float* table, const uint8_t* p, const float* xp, int64_t K, int64_t n0,
+                 int64_t n1, const float* bias, float* y) {
+  const __m512 t = _mm512_loadu_ps(table);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* g = p + n * (K / 2);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 64 <= K; k += 64, g += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(g) + 1024, _MM_HINT_T0);
+      const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+      const __m512i d1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d0, t), _mm512_loadu_ps(xp + k), a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d0, 4), t), _mm512_loadu_ps(xp + k + 16), a1);
+      a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d1, t), _mm512_loadu_ps(xp + k + 32), a2);
+      a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d1, 4), t), _mm512_loadu_ps(xp + k + 48), a3);
+    }
+    if (k < K) {  // K % 64 == 32
+      const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d0, t), _mm512_loadu_ps(xp + k), a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d0, 4), t), _mm512_loadu_ps(xp + k + 16), a1);
+    }
+    y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) +
+           (bias ? bias[n] : 0.0f);
+  }
+}
+
+
 template <class D>
 void rows_any(int mb, const D& d, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
               int64_t n1, const float* bias, float* y, int64_t ldy) {
@@ -396,6 +432,13 @@ int64_t gather_avx512(const Packed& w, int64_t num_rows, int64_t row_len, const 
 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy) {
+  if (w.bits == 4 && M == 1 && K % 32 == 0) {
+    std::vector<float> xp(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; k += 32)
+      for (int j = 0; j < 32; ++j) xp[k + j] = x[k + nib4_perm(j)];
+    for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(w.table, w.p, xp.data(), K, n0, n1, bias, y); });
+    return;
+  }
   visit(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {
