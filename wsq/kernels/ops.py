@@ -138,8 +138,8 @@ def _direct(*tensors) -> bool:
     """True when a CPU inference op may call its kernel without the torch.library dispatcher.
 
     The dispatcher exists for tracing (torch.compile/export, fake tensors, dispatch and function
-    modes) and autograd; in plain eager CPU inference it costs ~40 us a call, as much as the
-    kernel of a 1024 x 1024 4-bit layer (bench/README.md, "eager dispatch"). Anything else, a
+    modes) and autograd; in plain eager CPU inference it cost 25-40 us a call, a third to half of
+    the kernel of a 1024 x 1024 4-bit layer (bench/README.md, issue 10 section). Anything else, a
     tensor subclass, an active mode or a tensor that needs grad, takes the op as before.
     """
     if (
