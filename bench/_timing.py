@@ -19,6 +19,7 @@ __all__ = [
     "status_kib",
     "reset_peak",
     "CAP_ENV",
+    "add_cap_argument",
     "cap_all",
 ]
 
@@ -36,6 +37,16 @@ CAP_ENV = {
         "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
     }
 }
+
+
+def add_cap_argument(ap) -> None:
+    """The scripts' --cap option (see CAP_ENV and cap_all)."""
+    ap.add_argument(
+        "--cap",
+        choices=sorted(CAP_ENV),
+        help="cap every contender (wsq, ATen, MKL, oneDNN, fbgemm) at this ISA: re-runs the "
+        "script in a fresh process with their knobs set",
+    )
 
 
 def cap_all(level: str | None) -> None:

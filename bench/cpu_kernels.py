@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import CAP_ENV, cap_all, machine, print_table, write_json
+from _timing import add_cap_argument, cap_all, machine, print_table, write_json
 
 from wsq import ops
 
@@ -40,12 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, help="torch and OpenMP threads (default: torch's)")
     ap.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes (matmul)")
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds per matmul row")
-    ap.add_argument(
-        "--cap",
-        choices=sorted(CAP_ENV),
-        help="cap every contender (wsq, ATen, MKL, oneDNN, fbgemm) at this ISA: re-runs the "
-        "script in a fresh process with their knobs set",
-    )
+    add_cap_argument(ap)
     args = ap.parse_args(argv)
     cap_all(args.cap)
     if args.threads is not None:

@@ -46,7 +46,15 @@ import warnings
 
 import torch
 import torch.nn as nn
-from _timing import CAP_ENV, cap_all, machine, print_table, reset_peak, status_kib, write_json
+from _timing import (
+    add_cap_argument,
+    cap_all,
+    machine,
+    print_table,
+    reset_peak,
+    status_kib,
+    write_json,
+)
 
 import wsq
 
@@ -231,11 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process RSS figures")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH")
-    ap.add_argument(
-        "--cap",
-        choices=sorted(CAP_ENV),
-        help="cap every contender's ISA (wsq, ATen, MKL, oneDNN, fbgemm); re-runs in a fresh process",
-    )
+    add_cap_argument(ap)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     cap_all(args.cap)

@@ -433,9 +433,7 @@ int64_t gather_avx512(const Packed& w, int64_t num_rows, int64_t row_len, const 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy) {
   if (w.bits == 4 && M == 1 && K % 32 == 0) {
-    std::vector<float> xp(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; k += 32)
-      for (int j = 0; j < 32; ++j) xp[k + j] = x[k + nib4_perm(j)];
+    const std::vector<float> xp = permute_groups32(x, K, nib4_perm);
     for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(w.table, w.p, xp.data(), K, n0, n1, bias, y); });
     return;
   }

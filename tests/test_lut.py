@@ -202,7 +202,7 @@ def test_lut_matmul_eye_gives_weight_exactly(isa, bits):
 @pytest.mark.parametrize("bits", [3, 4, 8])
 def test_lut_gemv_one_hot_x_reads_each_column_exactly(isa, bits):
     # x = e_j gives column j of W bit for bit: catches any slot of a decoded group summed against
-    # the wrong x element (the AVX2 4-bit GEMV reorders x to its decoder's lane order)
+    # the wrong x element (the AVX2 and AVX-512 4-bit GEMVs reorder x to their decoders' lane order)
     g = torch.Generator().manual_seed(bits)
     for k in (32, 96, 128, 384, 4096, 100):
         n = 37

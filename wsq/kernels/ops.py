@@ -134,6 +134,9 @@ def _cpu():
     return _native.cpu()
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # what _direct accepts (no tensor subclasses)
+
+
 def _direct(*tensors) -> bool:
     """True when a CPU inference op may call its kernel without the torch.library dispatcher.
 
@@ -155,9 +158,6 @@ def _direct(*tensors) -> bool:
         if type(t) not in _PLAIN or not t.is_cpu or (grad and t.requires_grad):
             return False
     return True
-
-
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _cpu_op(name: str, fn):
