@@ -7,21 +7,25 @@
 #
 #   .ci/emulated_cpu.sh [MODEL] [-- PYTEST ARGS]    (default MODEL Haswell-v4, default args: the
 #                                                     whole suite, -q -p no:cacheprovider)
+#   .ci/emulated_cpu.sh MODEL --python ARGS...      the emulated interpreter runs ARGS instead, e.g.
+#                                                     a bench script at --quick sizes as a smoke test
 #   Haswell-v4   AVX2 + FMA + F16C, no AVX-512: a laptop / older cloud VM (wsq levels scalar, avx2)
 #   Nehalem-v2   SSE4.2, no AVX: wsq's scalar level only
 #
 # Uses the python3 on PATH (a venv or interpreter where wsq imports: a dev build with PYTHONPATH, or
 # the installed wheel). Needs qemu-x86_64 >= 8.0 (Debian 12: bookworm-backports' qemu-user): QEMU
-# 7.2 decodes a VSIB index register ymm4 as "no index", so AVX2 gathers that the compiler gives that
-# index register return wrong values (reproduced there; fixed in 10.0.2, the version checked here).
+# 7.2 returns wrong values from AVX2 gathers whose index register is ymm4 (reproduced with an asm
+# test and three lut_matmul cases; right under 10.0.2, the version checked here).
 # About 15x slower than native: the whole suite took 29 minutes on the 2-core dev VM (Haswell-v4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-Haswell-v4}
 if [ $# -gt 0 ]; then shift; fi
-if [ "${1:-}" = -- ]; then shift; fi
+mode=pytest
+if [ "${1:-}" = -- ]; then shift; elif [ "${1:-}" = --python ]; then mode=python; shift; fi
 args=("$@")
-if [ ${#args[@]} -eq 0 ]; then args=(-q -p no:cacheprovider); fi
+if [ $mode = pytest ] && [ ${#args[@]} -eq 0 ]; then args=(-q -p no:cacheprovider); fi
+if [ $mode = python ] && [ ${#args[@]} -eq 0 ]; then echo "emulated_cpu: --python needs arguments" >&2; exit 2; fi
 
 command -v qemu-x86_64 >/dev/null || { echo "emulated_cpu: qemu-x86_64 not found (apt-get install qemu-user)" >&2; exit 2; }
 ver=$(qemu-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
@@ -53,10 +57,30 @@ EOF
 chmod +x "$pre/bin/python"
 ln -s python "$pre/bin/python3"
 
-"$pre/bin/python" -c "import torch, wsq
+# Both run as script files, not -c / -m: those put the working directory (the repository root) first
+# on sys.path, where the source tree's wsq (no compiled module in a fresh clone) would shadow the
+# installed wheel.
+cat >"$pre/about.py" <<'EOF'
+import sys
+
+import torch
+
+import wsq
+
 i = wsq.info()
-print(f'emulated_cpu: {\"$model\"}: torch {torch.__version__} dispatch {torch.backends.cpu.get_cpu_capability()}, '
-      f'wsq level {i[\"cpu_isa\"]}, features {\" \".join(i[\"cpu_features\"])}')" 2> >(grep -v "TCG doesn't support" >&2)
+print(f"emulated_cpu: {sys.argv[1]}: torch {torch.__version__} dispatch "
+      f"{torch.backends.cpu.get_cpu_capability()}, wsq level {i['cpu_isa']} from {wsq.__file__}, "
+      f"features {' '.join(i['cpu_features'])}")
+EOF
+cat >"$pre/run_pytest.py" <<'EOF'
+import sys
+
+import pytest
+
+sys.exit(pytest.main())
+EOF
 # qemu warns once per process about host features TCG lacks (tsc-deadline, ...): not ours, dropped.
+"$pre/bin/python" "$pre/about.py" "$model" 2> >(grep -v "TCG doesn't support" >&2)
 # WSQ_EMULATED_CPU tells the tests they run emulated (tests/test_emulated_cpu.py does not nest).
-WSQ_EMULATED_CPU=$model PATH="$pre/bin:$PATH" "$pre/bin/python" -m pytest "${args[@]}" 2> >(grep -v "TCG doesn't support" >&2)
+if [ $mode = pytest ]; then args=("$pre/run_pytest.py" "${args[@]}"); fi
+WSQ_EMULATED_CPU=$model PATH="$pre/bin:$PATH" "$pre/bin/python" "${args[@]}" 2> >(grep -v "TCG doesn't support" >&2)

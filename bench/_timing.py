@@ -84,7 +84,7 @@ def machine() -> dict:
         pass
     info = wsq.info()
     knobs = {k for env in CAP_ENV.values() for k in env}
-    return {
+    out = {
         "cpu": cpu,
         "threads": torch.get_num_threads(),
         "isa": info["cpu_isa"],
@@ -94,6 +94,10 @@ def machine() -> dict:
         "wsq": info["version"],
         "commit": commit,
     }
+    # under .ci/emulated_cpu.sh "cpu" is the host's and no timing means anything: say so
+    if "WSQ_EMULATED_CPU" in os.environ:
+        out["emulated_cpu"] = os.environ["WSQ_EMULATED_CPU"]
+    return out
 
 
 def write_json(path: str | None, payload: dict) -> None:

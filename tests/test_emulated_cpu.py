@@ -63,6 +63,11 @@ def test_refuses_unknown_model_by_name(tmp_path):
     assert r.returncode == 2 and "unknown CPU model 'Pentium9'" in r.stderr
 
 
+def test_refuses_python_mode_without_arguments(tmp_path):
+    r = _run(["Haswell-v4", "--python"], _fake_qemu(tmp_path, "10.0.2"))
+    assert r.returncode == 2 and "--python needs arguments" in r.stderr
+
+
 def _qemu_major() -> int:
     if shutil.which("qemu-x86_64") is None:
         return 0
@@ -87,3 +92,18 @@ def test_emulated_avx2_only_cpu_runs_the_avx2_level_and_refuses_avx512():
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "wsq level avx2" in r.stdout and "dispatch AVX2" in r.stdout
     assert re.search(r"\b3 passed\b", r.stdout), r.stdout[-2000:]
+
+
+def test_bench_json_marks_an_emulated_run(monkeypatch):
+    # bench/_timing.machine() heads every bench JSON: under the script "cpu" is the host's model
+    # name (qemu-user passes /proc/cpuinfo through), so the record must say it was emulated
+    import importlib.util
+
+    path = SCRIPT.parents[1] / "bench" / "_timing.py"
+    spec = importlib.util.spec_from_file_location("_wsq_bench_timing", path)
+    timing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timing)  # loaded by path: bench/ stays off sys.path
+    monkeypatch.delenv("WSQ_EMULATED_CPU", raising=False)
+    assert "emulated_cpu" not in timing.machine()
+    monkeypatch.setenv("WSQ_EMULATED_CPU", "Haswell-v4")
+    assert timing.machine()["emulated_cpu"] == "Haswell-v4"
