@@ -87,7 +87,8 @@ def machine() -> dict:
     out = {
         "cpu": cpu,
         "threads": torch.get_num_threads(),
-        "isa": info["cpu_isa"],
+        "isa": info["cpu_isa"],  # the level wsq ran at (WSQ_ISA may hold it down)
+        "isa_detected": info["cpu_isa_detected"],  # the CPU's best level
         "torch_isa": torch.backends.cpu.get_cpu_capability(),
         "isa_caps": {k: os.environ[k] for k in sorted(knobs) if k in os.environ},
         "torch": torch.__version__,

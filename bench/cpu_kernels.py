@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _targets import kernel_targets
 from _timing import add_cap_argument, cap_all, machine, print_table, write_json
 
 from wsq import ops
@@ -76,7 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"\n{info}\n")
     print_table(rows, COLUMNS)
-    write_json(args.json, {"machine": info, "rows": rows})
+    targets = kernel_targets(rows, info)
+    if targets and not args.quick:
+        print("\nissue 10 targets, read off this run (see bench/_targets.py):")
+        print_table(targets, list(targets[0]))
+    write_json(args.json, {"machine": info, "rows": rows, "targets": targets})
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from _targets import decode_targets
 from _timing import (
     add_cap_argument,
     cap_all,
@@ -313,6 +314,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     print(f"\ngenerate {args.tokens} tokens at batch 1, median of {args.repeats} (round-robin):")
     print_table(rows, list(rows[0]))
+    targets = decode_targets(rows, checks, env)
+    if targets:
+        print("\nissue 10 target, read off this run (see bench/_targets.py):")
+        print_table(targets, list(targets[0]))
     write_json(
         args.json,
         {
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             "params": n_params,
             "validation": checks,
             "rows": rows,
+            "targets": targets,
             "times_s": times,
         },
     )
