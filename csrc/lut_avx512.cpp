@@ -244,9 +244,10 @@ WSQ_T void emit(const D& d, const Packed& w, int64_t e, int64_t cnt, void* out, 
 // GEMV read 11-12 GB/s of packed weight with no software prefetch, 15-17 with a 1 KiB-ahead L1
 // prefetch per 32 bytes, against ~30 GB/s for a plain read of the same buffer. Prefetching two
 // rows (4 KiB) ahead into L2, once per line (so it neither evicts the permuted x from L1 nor holds
-// L1 fill buffers), gained a further ~5-10% (1 and 2 threads, both shapes, interleaved medians;
-// one 2-thread pair in four lost ~5%). The AVX2 GEMV, more compute-bound, gained nothing from it.
-constexpr int kGemv4Ahead = 4096;
+// L1 fill buffers), gained a further ~5-10% standalone and 20-30% on cold weights through the
+// library (A/B of alternating processes; bench/README.md). The AVX2 GEMV, more compute-bound,
+// gained nothing from it. Used by the b = 4 GEMV and the one-x-row path of rows() at >= 8 bits.
+constexpr int kStreamAhead = 4096;
 
 // (The `#pragma GCC unroll` on the short loops makes GCC unroll them before scalar replacement,
 // so the accumulator arrays live in registers instead of being stored to the stack every step.)
@@ -281,13 +282,13 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
         for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
       }
       // One x row and >= 8 bits: the W stream is consumed at >= 1 byte per weight and the hardware
-      // prefetcher falls behind, so prefetch it like the b = 4 GEMV, once a line (A/B of alternating
+      // prefetcher falls behind, so prefetch it kStreamAhead ahead, once a line (A/B of alternating
       // processes on Zen 4: b = 8 up to ~30% faster at 1 thread, mostly faster at 2; b = 2 and 6
       // showed no clear gain within the machine's noise, so narrower widths skip it).
       int64_t pf_at = MB == 1 && w.bits >= 8 ? 0 : INT64_MAX;
       for (; e + U * L <= end && e + (U - 1) * L <= safe; e += U * L) {
         if (e >= pf_at) {
-          _mm_prefetch(reinterpret_cast<const char*>(w.p + ((e * w.bits) >> 3)) + kGemv4Ahead,
+          _mm_prefetch(reinterpret_cast<const char*>(w.p + ((e * w.bits) >> 3)) + kStreamAhead,
                        _MM_HINT_T1);
           pf_at = e + 512 / w.bits;  // the elements of 64 bytes
         }
@@ -347,7 +348,6 @@ constexpr int kFusedMB = 8;  // x rows per fused pass
 // x slot j of a 32-group holds element 2 * (j % 16) + j / 16.
 inline int nib4_perm(int j) { return 2 * (j % 16) + j / 16; }
 
-
 WSQ_T void gemv4(const float* table, const uint8_t* p, const float* xp, int64_t K, int64_t n0,
                  int64_t n1, const float* bias, float* y) {
   const __m512 t = _mm512_loadu_ps(table);
@@ -356,8 +356,8 @@ WSQ_T void gemv4(const float* table, const uint8_t* p, const float* xp, int64_t 
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
     for (; k + 64 <= K; k += 64, g += 32) {
-      if ((k & 64) == 0)  // once per 64-byte line, into L2: see kGemv4Ahead
-        _mm_prefetch(reinterpret_cast<const char*>(g) + kGemv4Ahead, _MM_HINT_T1);
+      if ((k & 64) == 0)  // once per 64-byte line, into L2: see kStreamAhead
+        _mm_prefetch(reinterpret_cast<const char*>(g) + kStreamAhead, _MM_HINT_T1);
       const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
       const __m512i d1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
       a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d0, t), _mm512_loadu_ps(xp + k), a0);
