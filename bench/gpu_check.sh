@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# One-shot GPU check for a bare machine with a GPU and no internet (torch, nvcc, pybind11, cmake,
-# ninja, pytest present; pymoo not needed). From the repository root:
+# One-shot GPU check for a bare machine with a GPU. From the repository root:
 #
 #   bash bench/gpu_check.sh            # logs, JUnit XML and JSON under ${OUT:-bench/out}
+#
+# Needs on the machine: torch (a CUDA build), nvcc, cmake (ninja optional), compute-sanitizer (the
+# CUDA toolkit's). Python packages the steps need, checked and installed by the "dependencies" step
+# (bench/gpu_check_deps.py, which lists what each is for): pytest, numpy, safetensors, tqdm,
+# pybind11 (build), and pymoo, scikit-learn, matplotlib (the search tests of the device=cuda step;
+# `import wsq` itself must not pull pymoo in, the import step checks). Without internet, bring them
+# as wheels: `pip download -d bench/wheelhouse pymoo scikit-learn matplotlib ...` where there is
+# internet; the step installs from bench/wheelhouse (or $WSQ_CHECK_WHEELHOUSE) when it exists.
 #
 # No step can pass without running something: every pytest step goes through bench/pytest_gate.py
 # (pytest exit 0 AND a JUnit report AND a minimum number of passed tests; exit 5 "no tests ran"
 # fails), and WSQ_REQUIRE_CUDA=1 (exported here) turns "no CUDA device" into a failure carrying the
 # CUDA runtime's own error text (tests/conftest.py at collection, and the import step below).
 # Steps, each time-boxed with `timeout`, continuing past failures (total under ~9 minutes):
-#   1. environment: GPU name (nvidia-smi), driver, torch, nvcc
+#   1. environment: GPU name (nvidia-smi), driver, torch, nvcc; dependencies (above)
 #   2. build wsq._C and wsq._cuda in place for this GPU's architecture (CMake + Ninja, as
 #      .ci/dev_build.sh does, no pip and no network)
 #   3. import: wsq must see a device, else the runtime's reason is printed and the step fails
@@ -18,9 +25,13 @@
 #      save/load, search through conftest's `device` fixture): as many as their CPU cases, none skipped
 #   5. bench/gpu_kernels.py: validate, then time (binning vs device copy; GEMV/GEMM b=4 and b=8 vs
 #      torch fp16 at batch 1/16/64; the batch sweep 1..4096); the JSON must hold those rows
-#   6. compute-sanitizer memcheck and racecheck on a small run of every kernel, if installed (last:
-#      it gets the time left; too little fails the step, it is never skipped silently)
-# Prints the step counts, a short table, and exits non-zero if any step failed.
+#   6. compute-sanitizer memcheck, racecheck, initcheck and synccheck on a small run of every kernel
+#      (last: they get the time left; too little fails the step, it is never skipped silently). Each
+#      tool is judged by its own summary line (bench/sanitizer_verdict.py): racecheck prints
+#      "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)", the others "ERROR SUMMARY".
+# Every step is in the summary whatever the settings: PASS, FAIL (with the reason) or SKIP (the
+# build under WSQ_CHECK_SKIP_BUILD=1, with the modules reused). Prints the step list, a short table,
+# and exits non-zero if any step failed.
 # Knobs: WSQ_CHECK_SKIP_BUILD=1 (reuse the .so files in wsq/), WSQ_CUDA_ARCHS (default: this GPU's),
 # WSQ_CHECK_BUDGET (seconds, default 510), WSQ_CHECK_BENCH_ARGS (replaces the benchmark arguments).
 # Without a GPU (`WSQ_CHECK_SKIP_BUILD=1 bash bench/gpu_check.sh` on a CPU machine) every GPU step
@@ -88,7 +99,12 @@ if not torch.cuda.is_available():  # every CUDA test needs torch's CUDA tensors
     sys.exit('torch sees no CUDA device' + ('' if torch.version.cuda else ' (a CPU-only torch build)'))
 print('torch sees', torch.cuda.get_device_name(0))
 "
-command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -2 | tee -a "$LOG"
+if command -v nvcc >/dev/null 2>&1; then nvcc --version | tail -2 | tee -a "$LOG"; fi
+WHEELHOUSE=${WSQ_CHECK_WHEELHOUSE:-$ROOT/bench/wheelhouse}
+deps_args=()
+[ -d "$WHEELHOUSE" ] && deps_args+=(--wheelhouse "$WHEELHOUSE")
+if [ "${WSQ_CHECK_SKIP_BUILD:-0}" = 1 ]; then deps_args+=(--no-build); fi
+step "dependencies" 120 "$PY" bench/gpu_check_deps.py "${deps_args[@]}"
 
 # -------------------------------------------------------------------------------- 2. build
 if [ -z "${WSQ_CUDA_ARCHS:-}" ]; then
@@ -114,9 +130,14 @@ build() {
 }
 export -f build
 if [ "${WSQ_CHECK_SKIP_BUILD:-0}" = 1 ]; then
-  log "build: skipped (WSQ_CHECK_SKIP_BUILD=1)"
+  # shellcheck disable=SC2012
+  reused=$(ls -l --time-style=+%FT%T wsq/_C*.so wsq/_cuda*.so 2>/dev/null | awk '{print $7, $6}' |
+    tr '\n' ',' | sed 's/,$//; s/,/, /g')
+  log "build: SKIPPED (WSQ_CHECK_SKIP_BUILD=1), reusing: ${reused:-no compiled module in wsq/}"
+  STEPS+=("SKIP  build (WSQ_CHECK_SKIP_BUILD=1; reused: ${reused:-no compiled module in wsq/})")
 else
-  step "build (archs $WSQ_CUDA_ARCHS)" 170 bash -c build
+  log "build: archs $WSQ_CUDA_ARCHS"
+  step "build" 170 bash -c build
 fi
 step "import" 30 "$PY" -c "
 import sys, wsq
@@ -216,25 +237,29 @@ ops.lut_matmul(torch.randn(24, 512, device=d), p, 130, 4, ops.lut_table(torch.ra
 torch.cuda.synchronize()
 print("smoke ok")
 EOF
-# sanitize TOOL: the smoke run under compute-sanitizer; passes only if it printed "smoke ok" and
-# the sanitizer reported 0 errors.
+# sanitize TOOL: the smoke run under compute-sanitizer, judged by bench/sanitizer_verdict.py: the
+# sanitizer exited 0, the smoke run printed "smoke ok", and TOOL's own summary line reports 0 errors.
 sanitize() {
-  "$SAN" --tool "$1" --error-exitcode 9 "$PY" "$SMOKE" 2>&1 | tee "$OUT/sanitizer_$1.log"
-  local rc=${PIPESTATUS[0]}
-  grep -q "smoke ok" "$OUT/sanitizer_$1.log" || { echo "the smoke run did not finish"; rc=1; }
-  grep -q "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$1.log" || { echo "no clean summary"; rc=1; }
-  return "$rc"
+  local log=$OUT/sanitizer_$1.log rc
+  "$SAN" --tool "$1" --error-exitcode 9 "$PY" "$SMOKE" >"$log" 2>&1
+  rc=$?
+  tail -40 "$log"
+  "$PY" "$ROOT/bench/sanitizer_verdict.py" "$1" "$log" "$rc"
 }
 export -f sanitize
-export SAN SMOKE
+export SAN SMOKE ROOT
+SANITIZER_TOOLS=(memcheck racecheck initcheck synccheck)
 if [ -n "$SAN" ]; then
   export PYTORCH_NO_CUDA_MEMORY_CACHING=1 # one allocation per tensor: exact bounds for memcheck
-  step "compute-sanitizer memcheck" 90 bash -c 'sanitize memcheck'
-  step "compute-sanitizer racecheck" 90 bash -c 'sanitize racecheck'
+  for tool in "${SANITIZER_TOOLS[@]}"; do
+    step "compute-sanitizer $tool" 75 bash -c "sanitize $tool"
+  done
   unset PYTORCH_NO_CUDA_MEMORY_CACHING
 else
   log "compute-sanitizer: not installed"
-  STEPS+=("FAIL  compute-sanitizer (not installed)")
+  for tool in "${SANITIZER_TOOLS[@]}"; do
+    STEPS+=("FAIL  compute-sanitizer $tool (compute-sanitizer not installed)")
+  done
   FAILED=1
 fi
 rm -f "$SMOKE"
@@ -257,6 +282,13 @@ for r in json.load(open(sys.argv[1]))['rows']:
         print(f\"  {r['bench']:<10} {r.get('dtype', '')} k={r.get('k', '')} {r['ms']:.3f}ms  x{r['vs_copy']:.2f} of copy\")
 " "$OUT/gpu_kernels.json"
   fi
-  [ "$FAILED" = 0 ] && echo "  result: all steps passed" || echo "  result: FAILED"
+  nskip=$(printf '%s\n' "${STEPS[@]}" | grep -c '^SKIP')
+  if [ "$FAILED" != 0 ]; then
+    echo "  result: FAILED"
+  elif [ "$nskip" -gt 0 ]; then
+    echo "  result: every step run passed, $nskip SKIPPED (see above)"
+  else
+    echo "  result: all steps passed"
+  fi
 } | tee -a "$LOG" | tee "$OUT/summary.txt"
 exit "$FAILED"
