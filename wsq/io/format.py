@@ -283,20 +283,43 @@ def _regular_file(path: str) -> int:
     return st.st_size
 
 
+def _not_wsq(path: str, why: str) -> FormatError:
+    return FormatError(f"{path!r} is not a wsq file: {why}")
+
+
+def _truncated(path: str, size: int, need: int | str, detail: str) -> FormatError:
+    return FormatError(f"wsq file {path!r} is truncated ({size} of {need} bytes): {detail}")
+
+
 def _read_header(f, path: str, size: int) -> _Header:
     where = f"wsq file {path!r}"
     if size < 8:
-        raise FormatError(f"{where}: file is {size} bytes, shorter than the 8-byte header length")
-    head = f.read(8)
-    if len(head) != 8:
+        raise _not_wsq(
+            path, f"{size} bytes, shorter than the 8-byte header length (or a truncated file)"
+        )
+    head = f.read(9)
+    if len(head) != min(size, 9):
         raise FormatError(f"{where}: file shrank while reading the header length")
-    hlen = int.from_bytes(head, "little")
+    hlen = int.from_bytes(head[:8], "little")
+    # A wsq file is a safetensors container: an 8-byte little-endian header length, then the JSON
+    # header, whose first byte is '{'. A text, pickle or zip file fails here, named as what it is.
+    first = head[8:9]
+    if first and first not in b"{[":
+        raise _not_wsq(
+            path,
+            "it does not begin with a safetensors header (an 8-byte length, then JSON); its "
+            f"first bytes are {_first_bytes(f)}",
+        )
     if hlen > MAX_HEADER:
+        if not first:
+            raise _not_wsq(path, f"an 8-byte file whose header length {hlen} exceeds the cap")
         raise FormatError(f"{where}: header length {hlen} exceeds the {MAX_HEADER}-byte cap")
     if hlen > size - 8:
-        raise FormatError(
-            f"{where}: header length {hlen} runs past the end of the {size}-byte file"
-        )
+        raise _truncated(
+            path, size, f"at least {8 + hlen}",
+            f"header length {hlen} runs past the end of the file (the header itself is cut)",
+        )  # fmt: skip
+    f.seek(8)
     raw = f.read(hlen)
     if len(raw) != hlen:
         raise FormatError(f"{where}: file shrank while reading the header")
@@ -311,7 +334,12 @@ def _read_header(f, path: str, size: int) -> _Header:
     # __metadata__ and the header checksum come first: a corrupted header is reported as such
     md = header.get("__metadata__")
     if md is None:
-        raise FormatError(f"{where}: header has no __metadata__ (not a wsq file)")
+        raise _not_wsq(path, "its header has no __metadata__ (a safetensors file of another tool?)")
+    if type(md) is dict and META_KEY not in md:
+        raise _not_wsq(
+            path,
+            f"__metadata__ is missing field {META_KEY!r} (a safetensors file of another tool?)",
+        )
     _keys(md, f"{where}: __metadata__", {META_KEY, CRC_KEY})
     for key, v in md.items():
         if type(v) is not str:
@@ -330,8 +358,49 @@ def _read_header(f, path: str, size: int) -> _Header:
 
     data_start = 8 + hlen
     data_len = size - data_start
+    _check_not_truncated(header, path, size, data_start)
     tensors = _tensor_table(header, where, data_len)
     return _metadata(md[META_KEY], tensors, where, path, data_start)
+
+
+def _first_bytes(f) -> str:
+    """The file's first bytes for a message, with what they look like when it is a common kind."""
+    f.seek(0)
+    start = f.read(16)
+    kinds = (
+        (b"PK\x03\x04", "a zip archive (torch.save writes one)"),
+        (b"\x80", "a pickle"),
+        (b"GGUF", "a GGUF file"),
+        (b"\x89HDF", "an HDF5 file"),
+        (b"\x93NUMPY", "a .npy file"),
+    )
+    kind = next((k for magic, k in kinds if start.startswith(magic)), None)
+    if kind is None:
+        try:
+            start.decode("utf-8")
+            kind = "text" if start.isascii() else None
+        except UnicodeDecodeError:
+            pass
+    return f"{start[:12]!r}" + (f" ({kind})" if kind else "")
+
+
+def _check_not_truncated(header: dict, path: str, size: int, data_start: int) -> None:
+    """After the header checksum held: a file shorter than its header's tensors say is reported as
+    truncated (N of M bytes) before any per-tensor check. Entries that are not well formed are left
+    to _tensor_table, which names them."""
+    end, last = 0, None
+    for name, e in header.items():
+        off = e.get("data_offsets") if name != "__metadata__" and type(e) is dict else None
+        if type(off) is list and len(off) == 2 and all(type(v) is int and v >= 0 for v in off):
+            if off[1] > end:
+                end, last = off[1], name
+    data_len = size - data_start
+    if end > data_len:
+        raise _truncated(
+            path, size, data_start + end,
+            f"tensor {last!r} data_offsets[1] {end} is past the end of the {data_len}-byte data "
+            "area",
+        )  # fmt: skip
 
 
 def _tensor_table(header: dict, where: str, data_len: int) -> dict[str, _Tensor]:
@@ -376,7 +445,8 @@ def _tensor_table(header: dict, where: str, data_len: int) -> dict[str, _Tensor]
         pos = t.end
     if pos != data_len:
         raise FormatError(
-            f"{where}: tensor data ends at byte {pos} of a {data_len}-byte data area (trailing bytes or truncation)"
+            f"{where}: tensor data ends at byte {pos} of a {data_len}-byte data area: "
+            f"{data_len - pos} trailing bytes"
         )
     return tensors
 
