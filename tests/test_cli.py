@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
 import wsq
 from wsq import cli
+from wsq.cli.main import ERROR_CHARS
 
 SPEC_FILE = """
 import torch
@@ -53,6 +55,12 @@ def raising_eval():
     return _pair(), ev
 
 
+def cosine():
+    model = _pair()
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(2))
+    return model, metrics.cosine(model, x)
+
+
 def never_eval():
     model = _pair()
     ref = model[0].weight.detach().clone()
@@ -85,6 +93,7 @@ def _one_error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("wsq: error: ")
+    assert len(lines[0]) <= len("wsq: error: ") + ERROR_CHARS, lines[0]
     return lines[0]
 
 
@@ -170,10 +179,11 @@ def test_spec_from_a_file_path(tmp_path, capsys):
     spec = tmp_path / "my_spec.py"
     spec.write_text(SPEC_FILE)
     out = tmp_path / "o"
-    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--out", str(out)]
+    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--tolerance", "0", "--out", str(out)]
     assert cli.main(["compress", f"{spec}:make", "--quiet", *args]) == 0
     captured = capsys.readouterr()
-    assert captured.out == ""
+    assert captured.out == f"{out / 'model.wsq'}\n"  # --quiet: only where the file went
+    assert captured.err == ""
     assert (out / "model.wsq").stat().st_size > 0
     assert cli.main(["compress", f"{spec}:make", "--json", *args]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -196,7 +206,7 @@ def test_spec_from_a_file_path(tmp_path, capsys):
 def test_bad_spec_is_one_line_exit_2(tmp_path, capsys, spec, needle):
     (tmp_path / "my_spec.py").write_text(SPEC_FILE)
     spec = spec.format(dir=tmp_path)
-    assert cli.main(["compress", spec, "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["compress", spec, "--tolerance", "0", "--out", str(tmp_path / "o")]) == 2
     assert needle in _one_error_line(capsys.readouterr().err)
 
 
@@ -215,7 +225,8 @@ def test_bad_evaluator_is_named_and_nothing_is_written(tmp_path, capsys, fn, nee
     if existing:
         out.mkdir()
         (out / "keep.txt").write_text("mine")
-    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--grid-iters", "3", "--out", str(out)]
+    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--grid-iters", "3", "--out", str(out),
+            "--tolerance", "0"]  # fmt: skip
     assert cli.main(["compress", f"{tmp_path}/my_spec.py:{fn}", "--quiet", *args]) == 2
     assert needle in _one_error_line(capsys.readouterr().err)
     if existing:
@@ -273,3 +284,52 @@ def test_bench_validates_and_reports_ratios(capsys):
     assert all(r.get("x copy", 1) > 0 and r["ms"] > 0 for r in d["rows"])
     assert cli.main(["bench", "--matmul", "64"]) == 2
     _one_error_line(capsys.readouterr().err)
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"wsq {wsq.__version__}\n"
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, capsys, monkeypatch):
+    """Without a terminal (a log, a pipe: pytest's capture here) no bar writes its carriage-return
+    updates; on a terminal the bars are there."""
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    args = ["--pop", "4", "--gens", "3", "--k-max", "64", "--grid-iters", "3", "--merge-top", "1",
+            "--tolerance", "0.05"]  # fmt: skip
+    spec = f"{tmp_path}/my_spec.py:make"
+    assert cli.main(["compress", spec, *args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "gen/s" not in err and "it/s" not in err, err[:500]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert cli.main(["compress", spec, *args, "--out", str(tmp_path / "b")]) == 0
+    assert "\r" in capsys.readouterr().err  # the same run on a terminal: bars
+
+
+def test_continuous_metric_spec_fails_fast_naming_the_flag(tmp_path, capsys, monkeypatch):
+    """A SPEC's metric has units wsq cannot know, and a cosine metric moves under any quantisation
+    (its baseline here is 1.0000001: no compressed model ever reaches it). Without --tolerance the
+    run stops before any work (the SPEC is not even built), in one short line naming the flag;
+    with it, the run works."""
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE + "\n\ndef counted():\n    raise SystemError\n")
+    spec = f"{tmp_path}/my_spec.py:cosine"
+    args = ["--pop", "4", "--gens", "2", "--k-max", "64", "--grid-iters", "3", "--merge-top", "1"]
+    for s in (spec, f"{tmp_path}/my_spec.py:counted"):  # counted() would raise if it were called
+        assert cli.main(["compress", s, *args, "--out", str(tmp_path / "o")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "a SPEC needs --tolerance" in line, line
+    assert not (tmp_path / "o").exists()
+    out = tmp_path / "ok"
+    assert cli.main(["compress", spec, *args, "--tolerance", "0.01", "--out", str(out)]) == 0
+    assert (out / "model.wsq").stat().st_size > 0
+    capsys.readouterr()
+
+
+def test_long_errors_are_cut_to_one_short_line(tmp_path, capsys):
+    (tmp_path / "my_spec.py").write_text(
+        SPEC_FILE + "\n\ndef loud():\n    raise ValueError('x' * 5000)\n"
+    )
+    loud = f"{tmp_path}/my_spec.py:loud"
+    assert cli.main(["compress", loud, "--tolerance", "0", "--out", str(tmp_path)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "ValueError" in line and line.endswith("(--traceback shows all)"), line

@@ -213,6 +213,11 @@ def _grid(spec, opts, ctx, say) -> dict:
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
 def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], progress: bool):
     """The whole pipeline; returns the summary dict (also written to out/summary.json).
 
@@ -282,8 +287,9 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
     if not parts:
         raise CliError(
             f"the evaluate callable never reached baseline {base_val:.6g} - --tolerance "
-            f"{opts['tolerance']} with "
-            + "; ".join(f"method {m}: {why}" for m, why in failed.items())
+            f"{opts['tolerance']:g}: raise --tolerance ("
+            + "; ".join(f"{m}: {_clip(why, 90)}" for m, why in failed.items())
+            + ")"
         )
     for method in methods:
         if method in parts:

@@ -10,7 +10,8 @@ failed run leaves --out as it was). Every decision (which solutions, which merge
 file) uses the validation evaluate only; the test evaluate is only reported.
 
 Exit codes: 0 success; 1 ``wsq info`` found a defective file; 2 usage errors (a bad SPEC, an
-unwritable --out, a missing extra), each reported as one line on stderr.
+unwritable --out, a missing extra, a tolerance never reached), each reported as one short line on
+stderr (at most ERROR_CHARS characters; --traceback shows the whole exception).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from wsq.cli.specs import (
 from wsq.search.result import _json_safe
 
 __all__ = ["main"]
+
+ERROR_CHARS = 300  # the longest error line printed; the detail is for --traceback
 
 # ----------------------------------------------------------------------------- info
 
@@ -121,6 +124,8 @@ def format_info(d: dict) -> str:
 
 def _cmd_compress(args) -> int:
     quiet = args.quiet or args.json
+    # bars redraw with carriage returns: on a terminal they animate, in a log they are noise
+    progress = not quiet and sys.stderr.isatty()
 
     def say(msg: str) -> None:
         if not quiet:
@@ -158,6 +163,15 @@ def _cmd_compress(args) -> int:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
         )
+    if spec_key not in (None, "minilm") and args.tolerance is None:
+        # a SPEC's evaluate has units wsq cannot know: a default of 0 suits only a metric that can
+        # stay exactly equal (accuracy); a continuous one (cosine, -loss) never does, and the
+        # search would run to the end for nothing. Asked for here, before any work.
+        raise CliError(
+            "a SPEC needs --tolerance: the drop below its baseline that its evaluate allows, in "
+            "its units (e.g. 0.005 for accuracy, 0.001 for a cosine similarity; 0 keeps only "
+            "models that score at least the baseline)"
+        )
     from wsq.cli.compress import format_table, run_compress
 
     existed = os.path.isdir(os.path.abspath(os.path.expanduser(args.out)))
@@ -170,14 +184,16 @@ def _cmd_compress(args) -> int:
         else:
             spec = _user_spec(spec_key)
         opts["variables"] = variables
-        summary = run_compress(spec, opts, out, say, progress=not quiet)
+        summary = run_compress(spec, opts, out, say, progress=progress)
     except BaseException:
         if not existed and not os.listdir(out):
             os.rmdir(out)  # a folder this run created stays only when the run succeeded
         raise
     if args.json:
         print(json.dumps(_json_safe(summary), allow_nan=False))
-    elif not args.quiet:
+    elif args.quiet:
+        print(summary["chosen"]["file"])  # where the file went: the one line --quiet keeps
+    else:
         c = summary["chosen"]
         print()
         print(f"wsq compress {spec.name} ({spec.metric}; decisions on validation data, test only "
@@ -271,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="wsq", description="Structure-agnostic weight-sharing compression for PyTorch models."
     )
+    from wsq._info import __version__
+
+    ap.add_argument("--version", action="version", version=f"wsq {__version__}")
     ap.add_argument("--traceback", action="store_true", help="show full tracebacks of errors")
     sub = ap.add_subparsers(dest="command", metavar="{compress,info,bench}")
     sub.required = True
@@ -294,7 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, help="seed of the search and of the digits split (0)")
     c.add_argument(
         "--tolerance", type=float,
-        help="allowed drop below the baseline (digits default 0.005, minilm 0.01, a SPEC 0)",
+        help="allowed drop below the baseline, in the evaluate's units (digits default 0.005, "
+        "minilm 0.01; a SPEC must set it)",
     )  # fmt: skip
     c.add_argument(
         "--method", choices=("auto", "grid", "uniform"),
@@ -314,7 +334,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--merge-evals", type=int, help="at most this many evaluations per merge (no limit)"
     )
-    c.add_argument("--quiet", action="store_true", help="no progress, no table")
+    c.add_argument(
+        "--quiet", action="store_true", help="no progress, no table: only the saved file's path"
+    )
     c.add_argument("--json", action="store_true", help="print the summary as JSON only")
     c.set_defaults(func=_cmd_compress)
 
@@ -333,6 +355,13 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _short_line(msg: str) -> str:
+    msg = " ".join(msg.split())
+    if len(msg) <= ERROR_CHARS:
+        return msg
+    return msg[: ERROR_CHARS - 40].rstrip() + " ... (--traceback shows all)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wsq`` console script; returns the exit code."""
     ap = _parser()
@@ -345,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         if args.traceback:
             raise
-        print(f"wsq: error: {e}", file=sys.stderr)
+        print(f"wsq: error: {_short_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wsq: interrupted", file=sys.stderr)

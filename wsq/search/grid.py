@@ -123,8 +123,9 @@ def search_grid(model, evaluate, *, variables, pop_size, generations, seed, code
     space = GridSpace(variables, math.sqrt(drop0 / max(1.0, n_weights)), rd)
     runner = GridCandidates(gq, sens, space, evaluate, coder)
     driver = _Driver(runner, None, baseline)
-    bar = tqdm(total=generations, disable=not progress, desc="wsq grid", unit="gen",
-               dynamic_ncols=True)  # fmt: skip
+    # disable=None: a bar on a terminal only, never carriage-return updates in a log
+    bar = tqdm(total=generations, desc="wsq grid", unit="gen", dynamic_ncols=True,
+               disable=None if progress else True)  # fmt: skip
     try:
         g, converged, _, _ = nsga2_loop(
             space, driver, pop_size=pop_size, total=generations, seed=seed, start=0,

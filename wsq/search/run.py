@@ -278,7 +278,8 @@ def search(
             proxy such as wsq.metrics.kl helps when evaluate is a coarse accuracy).
         rd: "grid" only: the rate-aware strength when "rd" is not a searched variable (>= 0;
             default 1.0).
-        progress: show a tqdm progress bar (generation, front size, best trade-off, evaluations).
+        progress: show a tqdm progress bar (generation, front size, best trade-off, evaluations)
+            when stderr is a terminal (none in logs and pipes).
 
     Returns:
         SearchResult: ``front`` (Pareto-optimal Solutions sorted by bits), ``history``,
@@ -479,8 +480,8 @@ def search(
     else:
         total = generations
     bar = tqdm(
-        total=total, initial=min(start, total), disable=not progress, desc=f"wsq {strategy}",
-        unit="gen", dynamic_ncols=True,
+        total=total, initial=min(start, total), desc=f"wsq {strategy}", unit="gen",
+        disable=None if progress else True, dynamic_ncols=True,  # None: on a terminal only
     )  # fmt: skip
     try:
         g = start
