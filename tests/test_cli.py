@@ -333,3 +333,24 @@ def test_long_errors_are_cut_to_one_short_line(tmp_path, capsys):
     assert cli.main(["compress", loud, "--tolerance", "0", "--out", str(tmp_path)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "ValueError" in line and line.endswith("(--traceback shows all)"), line
+
+
+def test_missing_extra_from_python_names_the_extra(monkeypatch):
+    """From Python as from the CLI: a missing optional dependency is an ImportError that says
+    which extra to install, not a bare ModuleNotFoundError for transformers or sklearn."""
+    monkeypatch.delitem(sys.modules, "wsq.examples.minilm", raising=False)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    from wsq.examples import minilm  # importing the module needs no extra
+
+    for fn in (minilm.spec, minilm.load_bert, minilm.model_path):
+        with pytest.raises(ImportError, match=r"'hf' extra \(transformers is not installed\)"):
+            fn()
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'wsq\[hf\]'") as e:
+        minilm.spec()
+    assert e.value.name == "transformers"
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    from wsq.examples import digits
+
+    with pytest.raises(ImportError, match=r"pip install 'wsq\[demo\]'"):
+        digits.splits(0)

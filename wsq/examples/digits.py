@@ -44,7 +44,12 @@ def splits(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
     A permutation drawn from ``seed`` splits the 1,797 images 60/20/20 (1077/360/360).
     """
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ModuleNotFoundError as e:
+        from wsq.errors import missing_extra
+
+        raise missing_extra("demo", "scikit-learn", "the digits example") from e
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0

