@@ -160,8 +160,8 @@ def packed_file_bytes(c: wsq.Compressed, directory: str) -> int:
     """Size of a real file of the paper's fixed-length form: float32 codebook, each tensor's
     indices packed at ceil(log2 n) bits (no entropy coding), every other tensor as is."""
     t = {"wsq.codebook": c.codebook.contiguous()}
-    for name, q in c.quantized.items():
-        t["wsq.packed." + name] = q.packed.detach().cpu().contiguous()
+    for name in c.quantized:
+        t["wsq.packed." + name] = c.global_packed(name).contiguous()
     for name, v in c.rest_state().items():
         t[name] = v.detach().cpu().contiguous()
     meta = {"bits": c.bits, "shapes": {n: list(q.shape) for n, q in c.quantized.items()}}

@@ -38,7 +38,7 @@ def trained_net() -> Net:
 
 
 def state_equal(a: dict, b: dict) -> bool:
-    # NaN-aware: a compressed model's state holds its NaN-padded lookup table (wsq_table)
+    # NaN-aware: a compressed model's state holds its NaN-padded lookup tables (<param>_table)
     return a.keys() == b.keys() and all(
         a[n].dtype == b[n].dtype
         and a[n].shape == b[n].shape
@@ -137,11 +137,20 @@ def test_compress_matches_reference_and_keeps_input(device):
     assert c.quantized["fc.weight"].packed.device.type == device.type
     x = torch.randn(2, 3, 9, 9, device=device)
     torch.testing.assert_close(c.model(x), ref(x), rtol=1e-5, atol=1e-6)
-    # packed indices are exactly the oracle's packing of the oracle's indices
+    # the file's indices are exactly the oracle's packing of the oracle's indices
     q = c.quantized
     assert list(q) == ["conv.weight", "fc.weight"]
-    assert torch.equal(q["conv.weight"].packed, reference.pack(idx[:216], c.bits))
+    assert torch.equal(c.global_packed("conv.weight"), reference.pack(idx[:216], c.bits).cpu())
     assert q["fc.weight"].shape == (5, 8) and q["fc.weight"].dtype == torch.float32
+    # in memory each tensor holds only the values it uses, at the narrowest width
+    for name, start, numel in (("conv.weight", 0, 216), ("fc.weight", 216, 40)):
+        used = torch.unique(idx[start : start + numel].long().cpu())
+        assert q[name].bits == reference.bits_for(used.numel())
+        table = q[name].table.cpu()
+        assert torch.equal(table[: used.numel()], cb.cpu()[used])
+        assert torch.isnan(table[used.numel() :]).all() and table.numel() == 1 << q[name].bits
+        local = torch.searchsorted(used, idx[start : start + numel].long().cpu())
+        assert torch.equal(q[name].packed.cpu(), reference.pack(local, q[name].bits))
 
 
 def test_compress_never_deep_copies_pooled_weights(monkeypatch):
@@ -209,7 +218,7 @@ def test_fp16_bf16_models_keep_dtype(device):
 
 
 def _parts(c):
-    return c.codebook, c.bits, {n: q.packed for n, q in c.quantized.items()}, c.rest_state()
+    return c.codebook, c.bits, {n: c.global_packed(n) for n in c.quantized}, c.rest_state()
 
 
 @pytest.mark.parametrize("fresh_on", ["cpu", "meta"])
@@ -290,9 +299,15 @@ def test_stats_counts_and_sizes(device):
     assert s["cr"] == pytest.approx(s["original_bytes"] / s["file_bytes"])
     assert s["bits_entropy"] >= s["entropy_bound"] - 1e-9
     packed = sum(q.packed.numel() for q in c.quantized.values())
-    table = 4 << c.bits
+    table = sum(4 << q.bits for q in c.quantized.values())
     assert s["param_bytes_compressed"] == dense - 256 * 4 + packed + table
     assert s["param_bytes_dense"] == dense
+    assert s["bits_memory"] == 8 * (packed + table) / 256
+    assert s["cr_memory"] == dense / s["param_bytes_compressed"]
+    want: dict[int, int] = {}
+    for q in c.quantized.values():
+        want[q.bits] = want.get(q.bits, 0) + q.numel
+    assert s["widths"] == want
 
 
 def test_stats_file_bytes_equal_saved_file(tmp_path):
@@ -376,7 +391,7 @@ def test_with_indices_builds_independent_model():
     cb = torch.stack([c.codebook[2 * i : 2 * i + 2].mean() for i in range(new_n)])
     bits = reference.bits_for(new_n)
     packed = {
-        name: wsq.ops.remap_packed(q.packed, q.numel, c.bits, table, bits)
+        name: wsq.ops.remap_packed(c.global_packed(name), q.numel, c.bits, table, bits)
         for name, q in c.quantized.items()
     }
     before = {k: v.clone() for k, v in c.model.state_dict().items()}
@@ -384,13 +399,14 @@ def test_with_indices_builds_independent_model():
     assert state_equal(c.model.state_dict(), before)  # the source is untouched
     assert d.bits == bits and torch.equal(d.codebook, cb)
     for name, q in c.quantized.items():
-        old_idx = reference.unpack(q.packed, q.numel, c.bits)
+        old_idx = reference.unpack(c.global_packed(name), q.numel, c.bits)
         want = cb[table[old_idx].long()].view(q.shape)
         assert torch.equal(d.dequantized_state_dict()[name], want)
     assert d.model[0].weight_packed is d.model[2].weight_packed  # ties kept
-    assert len({id(mod.wsq_table) for mod in d.model if wsq.nn.is_quantized(mod)}) == 1
+    assert d.model[0].weight_table is d.model[2].weight_table
     assert d.model[1].bias is not c.model[1].bias and torch.equal(d.model[1].bias, c.model[1].bias)
-    assert d.model[1]._wsq_cb is not c.model[1]._wsq_cb and d.model[1]._wsq_cb.n == new_n
+    assert d.model[1]._wsq_state is not c.model[1]._wsq_state
+    assert d.model[1].weight_table is not c.model[1].weight_table
     x = torch.randint(0, 30, (2, 3))
     ref = copy.deepcopy(m)
     ref.load_state_dict(d.dequantized_state_dict())

@@ -88,6 +88,7 @@ def tiny_parts(n: int = 4, coder_seed: int = 0) -> SimpleNamespace:
         codebook=codebook, bits=bits, k=max(n, 2) * 2, lo=-1.0, hi=1.0, quantized=quantized
     )
     parts.rest_state = lambda: dict(rest)
+    parts.global_packed = lambda name: quantized[name].packed  # held at the file's width already
     return parts
 
 
@@ -99,8 +100,8 @@ def file_bytes(parts, coder: str = "ans") -> bytes:
 def expected_state(parts) -> dict[str, torch.Tensor]:
     """The dense state a correct loader returns for `parts`."""
     out = dict(parts.rest_state())
-    for qp in parts.quantized.values():
-        idx = ops.unpack(qp.packed, qp.numel, parts.bits).to(torch.int64)
+    for name, qp in parts.quantized.items():
+        idx = ops.unpack(parts.global_packed(name), qp.numel, parts.bits).to(torch.int64)
         w = parts.codebook[idx].to(qp.dtype).reshape(qp.shape)
         for s in qp.names:
             out[s] = w

@@ -20,7 +20,11 @@ def _mlp(seed: int = 0) -> nn.Module:
 
 
 def _indices(c) -> dict[str, torch.Tensor]:
-    return {n: ops.unpack(q.packed, q.numel, c.bits, torch.int64) for n, q in c.quantized.items()}
+    """Each tensor's indices into the shared codebook (what the file stores)."""
+    return {
+        n: ops.unpack(c.global_packed(n), q.numel, c.bits, torch.int64)
+        for n, q in c.quantized.items()
+    }
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
@@ -165,11 +169,19 @@ def test_merged_codebook_is_the_count_weighted_mean_and_indices_match_the_refere
     for j in range(n_new):
         members = w[table[idx] == j]
         assert m.codebook[j].item() == pytest.approx(float(members.mean()), rel=1e-5, abs=1e-7)
-    # the packed indices are exactly the reference remap of the old packed indices
+    # the file's indices are exactly the reference remap of the old ones, and in memory each
+    # tensor holds the merged values it uses at the narrowest width
     t32 = table.to(torch.int32)
     for name, q in c.quantized.items():
-        want = reference.remap_packed(q.packed, q.numel, c.bits, t32, m.bits)
-        assert torch.equal(m.quantized[name].packed, want)
+        want = reference.remap_packed(c.global_packed(name), q.numel, c.bits, t32, m.bits)
+        assert torch.equal(m.global_packed(name), want)
+        new_idx = reference.unpack(want, q.numel, m.bits).long()
+        used = torch.unique(new_idx)
+        mq = m.quantized[name]
+        assert mq.bits == reference.bits_for(used.numel()) < c.bits
+        assert torch.equal(mq.table[: used.numel()], m.codebook[used])
+        local = torch.searchsorted(used, new_idx)
+        assert torch.equal(mq.packed, reference.pack(local, mq.bits))
     assert m.codebook.dtype == torch.float32
     assert bool((m.codebook[1:] >= m.codebook[:-1]).all())
 

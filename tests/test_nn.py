@@ -206,21 +206,28 @@ def test_weight_is_read_only_dequantized_and_not_a_parameter(device):
     names = [n for n, _ in c.model.named_parameters()]
     assert names == ["1.bias", "3.bias"]
     assert c.model[1].weight_packed.dtype == torch.uint8
-    assert c.model[1].weight_packed.numel() == (32 * 16 * c.bits + 7) // 8
+    bits = c.quantized["1.weight"].bits
+    assert c.model[1].weight_packed.numel() == (32 * 16 * bits + 7) // 8
+    assert c.model[1].weight_table.numel() == 1 << bits == 1 << c.model[1].wsq_bits("weight")
 
 
-def test_one_table_shared_and_kept_across_moves():
+def _tables(model):
+    return [m.weight_table for m in model if wsq.nn.is_quantized(m)]
+
+
+def test_each_tensor_has_its_own_table_of_the_values_it_uses():
     c = wsq.compress(make_model(), K)
-    tables = {id(m.wsq_table) for m in c.model if wsq.nn.is_quantized(m)}
-    assert len(tables) == 1
-    assert c.model[0].wsq_table.numel() == 1 << c.bits
-    assert torch.isnan(c.model[0].wsq_table[c.codebook.numel() :]).all()
+    for name, q in c.quantized.items():
+        n = int((~torch.isnan(q.table)).sum())
+        assert q.table.numel() == 1 << q.bits and q.bits == wsq.ops.bits_for(n)
+        assert torch.isnan(q.table[n:]).all()
+        assert bool(torch.isin(q.table[:n], c.codebook).all()), name  # a gather of the codebook
+    values = torch.cat([q.table for q in c.quantized.values()])
+    assert torch.equal(torch.unique(values[~torch.isnan(values)]), c.codebook)  # their union
     moved = copy.deepcopy(c.model).to("meta")  # a real move: new tensors for every buffer
-    assert len({id(m.wsq_table) for m in moved if wsq.nn.is_quantized(m)}) == 1
-    assert moved[1].wsq_table.is_meta and moved[1].weight_packed.is_meta
+    assert moved[1].weight_table.is_meta and moved[1].weight_packed.is_meta
     clone = copy.deepcopy(c.model)
-    assert len({id(m.wsq_table) for m in clone if wsq.nn.is_quantized(m)}) == 1
-    assert clone[1].wsq_table is not c.model[1].wsq_table
+    assert all(a is not b for a, b in zip(_tables(clone), _tables(c.model), strict=True))
     x = torch.randint(0, 40, (3, 5))
     assert torch.equal(clone(x), c.model(x))
 
@@ -228,8 +235,7 @@ def test_one_table_shared_and_kept_across_moves():
 def test_compressed_on_cpu_then_moved_to_the_device(device):
     c = wsq.compress(make_model(), K)
     moved = copy.deepcopy(c.model).to(device)
-    assert len({id(m.wsq_table) for m in moved if wsq.nn.is_quantized(m)}) == 1
-    assert moved[1].wsq_table.device.type == device.type
+    assert moved[1].weight_table.device.type == device.type
     assert moved[1].weight_packed.device.type == device.type
     x = torch.randint(0, 40, (3, 5))
     torch.testing.assert_close(moved(x.to(device)).cpu(), c.model(x), rtol=1e-5, atol=1e-6)
@@ -240,11 +246,10 @@ def test_compressed_on_cpu_then_moved_to_the_device(device):
 def test_half_changes_compute_dtype_not_table(device):
     m = make_model(device)
     c = wsq.compress(m, K)
-    table = c.model[1].wsq_table
+    table = c.model[1].weight_table
     c.model.half()
-    assert c.model[1].wsq_table.dtype == torch.float32
-    assert torch.equal(c.model[1].wsq_table.nan_to_num(), table.nan_to_num())
-    assert len({id(mod.wsq_table) for mod in c.model if wsq.nn.is_quantized(mod)}) == 1
+    assert c.model[1].weight_table.dtype == torch.float32
+    assert torch.equal(c.model[1].weight_table.nan_to_num(), table.nan_to_num())
     assert c.model[1].weight.dtype == torch.float16 and c.model[0].weight.dtype == torch.float16
     ref = reference_fake_quant(m, K).half()
     x = torch.randint(0, 40, (2, 3), device=device)
@@ -266,8 +271,12 @@ def test_tied_embeddings_share_one_packed_tensor(device):
         "1.weight",
     )
     assert c.model[0].weight_packed is c.model[1].weight_packed
+    assert c.model[0].weight_table is c.model[1].weight_table
     moved = copy.deepcopy(c.model).to("meta")
     assert moved[0].weight_packed is moved[1].weight_packed
+    assert moved[0].weight_table is moved[1].weight_table
+    half = copy.deepcopy(c.model).half()
+    assert half[0].weight_table is half[1].weight_table
     ref = reference_fake_quant(m, K)
     x = torch.randint(0, 30, (2, 4), device=device)
     torch.testing.assert_close(c.model(x), ref(x), rtol=1e-5, atol=1e-5)
@@ -276,18 +285,18 @@ def test_tied_embeddings_share_one_packed_tensor(device):
 def test_state_dict_round_trip_on_compressed_model(device):
     c = wsq.compress(make_model(device), K)
     sd = c.model.state_dict()
-    # the codebook travels with the indices (tests/test_state_dict.py has the cross-model cases)
-    assert "1.weight_packed" in sd and "1.wsq_table" in sd
-    d = wsq.compress(make_model(device), K)
-    if d.bits == c.bits and torch.equal(d.codebook, c.codebook):
-        pytest.skip("same codebook by chance")
-    other = copy.deepcopy(c.model)
-    for mod in other:
-        if wsq.nn.is_quantized(mod):
-            mod.weight_packed.zero_()
-    other.load_state_dict(sd)
+    # each tensor's values travel with its indices (tests/test_state_dict.py: cross-model cases)
+    assert "1.weight_packed" in sd and "1.weight_table" in sd
+    other = make_model(device)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.3)  # another model of the same architecture: other values, other widths
+    d = wsq.compress(other, K)
     x = torch.randint(0, 40, (2, 3), device=device)
-    assert torch.equal(other(x), c.model(x))
+    assert not torch.equal(d.model(x), c.model(x))
+    d.model.load_state_dict(sd)
+    assert torch.equal(d.model(x), c.model(x))
+    assert torch.equal(d.codebook, c.codebook) and d.widths() == c.widths()
 
 
 def test_repr_names_bits_and_entries():
@@ -296,7 +305,9 @@ def test_repr_names_bits_and_entries():
     assert r.startswith(
         "Linear(in_features=16, out_features=32, bias=True, wsq: weight=32x16 float32"
     )
-    assert f"{c.bits}-bit indices into {c.codebook.numel()} shared values" in r
+    q = c.quantized["1.weight"]
+    n = int((~torch.isnan(q.table)).sum())
+    assert f"{q.bits}-bit indices into {n} shared values" in r
 
 
 def test_layers_are_not_constructible_directly():
@@ -305,23 +316,29 @@ def test_layers_are_not_constructible_directly():
 
 
 def test_quantize_module_argument_checks():
-    cb = wsq.nn.SharedCodebook(torch.tensor([0.0, 1.0]), 1)
+    table = {"weight": wsq.ops.lut_table(torch.tensor([0.0, 1.0]), 1)}
     lin = nn.Linear(4, 2)
     with pytest.raises(ValueError, match="need 1"):
-        wsq.nn.quantize_module_(lin, {"weight": torch.zeros(3, dtype=torch.uint8)}, cb, cb.table())
+        wsq.nn.quantize_module_(lin, {"weight": torch.zeros(3, dtype=torch.uint8)}, table)
+    with pytest.raises(ValueError, match="2\\*\\*b entries"):
+        bad = {"weight": torch.zeros(3)}
+        wsq.nn.quantize_module_(lin, {"weight": torch.zeros(1, dtype=torch.uint8)}, bad)
+    with pytest.raises(ValueError, match="tables must map"):
+        wsq.nn.quantize_module_(lin, {"weight": torch.zeros(1, dtype=torch.uint8)}, {})
     with pytest.raises(ValueError, match="no parameter 'nope'"):
         wsq.nn.quantize_module_(
             lin,
             {"nope": torch.zeros(1, dtype=torch.uint8)},
-            cb,
-            cb.table(),
+            {"nope": table["weight"]},
             shapes={"nope": (2, 4)},
             dtypes={"nope": torch.float32},
         )
-    wsq.nn.quantize_module_(lin, {"weight": torch.zeros(1, dtype=torch.uint8)}, cb, cb.table())
+    wsq.nn.quantize_module_(lin, {"weight": torch.zeros(1, dtype=torch.uint8)}, table)
     assert torch.equal(lin.weight, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="already compressed"):
-        wsq.nn.quantize_module_(lin, {"bias": torch.zeros(1, dtype=torch.uint8)}, cb, cb.table())
+        wsq.nn.quantize_module_(
+            lin, {"bias": torch.zeros(1, dtype=torch.uint8)}, {"bias": table["weight"]}
+        )
 
 
 def test_torch_compile_traces_custom_ops():
@@ -348,3 +365,47 @@ def test_gradients_reach_biases_and_inputs(device):
     c.model[1](h).sum().backward()
     ref[1](h_ref).sum().backward()
     torch.testing.assert_close(h.grad, h_ref.grad)
+
+
+def test_cast_model_saves_what_it_computes(tmp_path):
+    # after .half() the file records every tensor as float16 (weights and biases alike) and loads
+    # into a float16 instance of the architecture, computing what the cast model computed
+    m = make_model()
+    c = wsq.compress(m, K)
+    c.model.half()
+    assert {q.dtype for q in c.quantized.values()} == {torch.float16}
+    wsq.save(c, tmp_path / "h.wsq")
+    d = wsq.load(tmp_path / "h.wsq", copy.deepcopy(m).half())
+    x = torch.randint(0, 40, (2, 3))
+    assert torch.equal(d.model(x), c.model(x))
+    with pytest.raises(wsq.FormatError, match="dtypes do not match"):
+        wsq.load(tmp_path / "h.wsq", copy.deepcopy(m))
+
+
+class _Owner(nn.Module):  # a custom owner: its wsq class is made at run time
+    def __init__(self):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(6, 5))
+
+    def forward(self, x):
+        return x @ self.kernel
+
+
+@pytest.mark.parametrize("move", ["none", "to", "half"])
+def test_torch_save_pickles_a_compressed_model_after_any_move(move, tmp_path):
+    m = nn.Sequential(make_model(), _Owner(), nn.MultiheadAttention(5, 1, batch_first=True))
+    c = wsq.compress(m, K)
+    model = c.model
+    if move == "to":
+        model = model.to("cpu")
+    elif move == "half":
+        model = model.half().float()
+    path = tmp_path / "m.pt"
+    torch.save(model, path)  # the user's own pickle; wsq's files never use one
+    back = torch.load(path, weights_only=False)
+    assert type(back[1]).__name__ == "_Owner" and wsq.nn.is_quantized(back[1])
+    x = torch.randint(0, 40, (2, 3))
+    assert torch.equal(back[0](x), model[0](x))
+    assert torch.equal(back[1].kernel, model[1].kernel)
+    q = torch.randn(1, 4, 5)
+    assert torch.equal(back[2](q, q, q)[0], model[2](q, q, q)[0])

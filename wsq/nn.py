@@ -1,4 +1,4 @@
-"""Drop-in layers that run on packed codebook indices.
+"""Drop-in layers that run on packed codebook indices, each tensor at its own width.
 
 A compressed model (made by :func:`wsq.compress` or :func:`wsq.load`) keeps its module tree; each module
 owning a compressed parameter has its class swapped in place (the way torch.nn.utils.parametrize does):
@@ -14,13 +14,20 @@ owning a compressed parameter has its class swapped in place (the way torch.nn.u
   is removed, never stored. RNN modules see dequantized weights in ``_flat_weights`` during forward
   only.
 
-Every swapped module keeps its packed indices (uint8, LSB-first, ``numel * bits`` bits) as a buffer
-``<param>_packed`` and ONE lookup table as the buffer ``wsq_table``: the codebook padded with NaN to
-``2**bits`` float32 entries, the very same tensor object in every module of the model. The table is
-persistent, so a state dict carries its codebook; loading one checks it (see
-``_Quantized._load_from_state_dict``). The model's parameter memory is therefore the packed size. ``.to(device)``, ``.cuda()``,
-``.half()`` etc. keep that single table (and tied packed tensors) shared; dtype conversions change the
-dtype the layers compute in, never the float32 table.
+Each compressed parameter ``<p>`` is held as two buffers of its owner:
+
+* ``<p>_packed``: uint8, ``numel * b`` bits LSB-first, where ``b`` is the narrowest width for the
+  values THIS tensor uses (a layer that uses 3 of the model's 400 shared values is held at 2 bits);
+* ``<p>_table``: float32 ``(2**b,)``, the values it uses (a gather of the model's shared codebook,
+  ascending) padded with NaN. The width is the table's length: ``b = log2(table.numel())``.
+
+The model's ONE shared codebook (what a file stores) is the sorted union of every tensor's values
+(:attr:`wsq.Compressed.codebook`); each tensor's dequantized weights are bit-identical to indexing
+that codebook. Both buffers are persistent, so a state dict carries each tensor's values with its
+indices and a load, whole or partial, is exact for the tensors it names and leaves every other one
+bit-identical (see ``_Quantized._load_from_state_dict``). Tied parameters share both buffers (the
+same tensor objects) across their owners, also after ``.to(device)``, ``.cuda()``, ``.half()``...;
+dtype conversions change the dtype a layer computes in, never its float32 table.
 
 ``module.weight`` (or any compressed attribute) returns a freshly dequantized tensor of the original
 shape in the layer's compute dtype: reading works as before, assigning raises, and in-place changes
@@ -40,7 +47,6 @@ from torch import Tensor
 from wsq.kernels import ops
 
 __all__ = [
-    "SharedCodebook",
     "Linear",
     "Conv1d",
     "Conv2d",
@@ -52,44 +58,33 @@ __all__ = [
     "EmbeddingBag",
     "is_quantized",
     "quantize_module_",
+    "table_bits",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_TABLE = "wsq_table"
-_SUFFIX = "_packed"
+_TABLE = "_table"
+_PACKED = "_packed"
 
 
-class SharedCodebook:
-    """The one codebook of a compressed model, referenced by every wsq module in it.
+def table_bits(table: Tensor) -> int:
+    """Index width of a lookup table of 2**b entries (b = 1..16)."""
+    return table.numel().bit_length() - 1
 
-    Holds the float32 codebook (n,) on the CPU and ``bits`` (index width); the device copies live in
-    the modules as the shared ``wsq_table`` buffer. It also remembers, per ``Module._apply`` call
-    (``.to()``, ``.cuda()``, ``.half()``...), which new tensor each shared tensor became, so the
-    modules visited one after the other end up sharing the moved tensor instead of one copy each.
+
+class ModelState:
+    """State shared by every wsq module of one compressed model.
+
+    ``version`` is bumped by every state-dict load, so a :class:`wsq.Compressed` drops sizes and the
+    codebook it derived before. It also remembers, per ``Module._apply`` call (``.to()``,
+    ``.cuda()``, ``.half()``...), which new tensor each shared tensor (tied packed indices and their
+    table) became, so modules visited one after the other keep sharing the moved tensor instead of
+    one copy each. That memo holds weak references only and is never pickled.
     """
 
-    def __init__(self, codebook: Tensor, bits: int) -> None:
-        if not isinstance(codebook, Tensor) or codebook.dtype != torch.float32:
-            raise TypeError("codebook must be a float32 tensor")
-        self.codebook = codebook.detach().reshape(-1).cpu()
-        self.bits = int(bits)
-        self.n = int(self.codebook.numel())
-        # weak references only: the memo must neither keep old device copies alive nor confuse a
-        # later call whose fn happens to reuse a freed id
+    def __init__(self) -> None:
+        self.version = 0
         self._fn: weakref.ref | None = None
         self._moved: dict[int, tuple[weakref.ref, weakref.ref]] = {}
-        self._load_call: list | None = None  # see _Quantized._load_from_state_dict
-        self.version = 0  # bumped by every state dict load (Compressed drops cached sizes)
-
-    def set_codebook(self, codebook: Tensor) -> None:
-        """Adopt `codebook` (float32, n <= 2**bits) after the shared table was loaded in place."""
-        self.codebook = codebook.detach().reshape(-1).cpu().clone()
-        self.n = int(self.codebook.numel())
-        self.version += 1
-
-    def table(self, device: torch.device | str | None = None) -> Tensor:
-        """A new lookup table (2**bits float32, NaN-padded) on `device`."""
-        return ops.lut_table(self.codebook, self.bits).to(device)
 
     def _move(self, fn, t: Tensor, *, is_table: bool) -> Tensor:
         if self._fn is None or self._fn() is not fn:
@@ -110,20 +105,36 @@ class SharedCodebook:
             self._moved[id(t)] = (weakref.ref(t), weakref.ref(out))
         return out
 
+    def __getstate__(self) -> dict:
+        return {"version": self.version}  # the memo's weak references cannot (and need not) travel
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        self.version = int(state.get("version", 0))
+
     def __deepcopy__(self, memo):
-        new = SharedCodebook(self.codebook.clone(), self.bits)
+        new = ModelState()
+        new.version = self.version
         memo[id(self)] = new
         return new
 
     def __repr__(self) -> str:
-        return f"SharedCodebook(n={self.n}, bits={self.bits})"
+        return f"ModelState(version={self.version})"
+
+
+def _rebuild_module(base: type, attrs: tuple[str, ...]):
+    """Unpickling/deep-copy helper: an empty instance of the wsq class for (base, attrs)."""
+    cls = _class_for(base, frozenset(attrs))
+    return cls.__new__(cls)
 
 
 class _Quantized:
     """Mixin placed before the original torch class: packed storage, dequantization, device moves."""
 
-    _wsq_cb: SharedCodebook
+    _wsq_state: ModelState
     _wsq_q: dict  # attr -> [shape, numel, dtype]
+    _wsq_base: type  # the original torch class
+    _wsq_attrs: frozenset
 
     def __init__(self, *args, **kwargs) -> None:
         raise TypeError(
@@ -131,35 +142,45 @@ class _Quantized:
             "(or wsq.nn.quantize_module_), not constructed directly"
         )
 
+    def __reduce_ex__(self, protocol):
+        # pickle and deepcopy rebuild the class from (original class, attrs): the classes made for
+        # subclasses and generic owners are created at run time and cannot be found by name
+        getstate = getattr(super(), "__getstate__", None)
+        state = getstate() if getstate is not None else self.__dict__
+        return _rebuild_module, (self._wsq_base, tuple(sorted(self._wsq_attrs))), state
+
+    def wsq_bits(self, attr: str) -> int:
+        """Index width of compressed attribute `attr` (1..16)."""
+        return table_bits(self._buffers[attr + _TABLE])
+
     def wsq_dequant(self, attr: str) -> Tensor:
         """The dense value of compressed attribute `attr`: original shape, compute dtype."""
         shape, numel, dtype = self._wsq_q[attr]
-        packed = self._buffers[attr + _SUFFIX]
-        table = self._buffers[_TABLE]
+        packed = self._buffers[attr + _PACKED]
+        table = self._buffers[attr + _TABLE]
         kdt = dtype if dtype in _KERNEL_DTYPES else torch.float32
-        w = ops.dequant(packed, numel, self._wsq_cb.bits, table, kdt)
+        w = ops.dequant(packed, numel, table_bits(table), table, kdt)
         if kdt != dtype:
             w = w.to(dtype)
         return w.view(shape)
 
-    def _wsq_shared_names(self) -> list[str]:
-        return [
-            n
-            for n in self._buffers
-            if n == _TABLE or (n.endswith(_SUFFIX) and n[: -len(_SUFFIX)] in self._wsq_q)
-        ]
+    def _wsq_buffer_names(self) -> list[str]:
+        return [a + s for a in sorted(self._wsq_q) for s in (_PACKED, _TABLE)]
 
     def _apply(self, fn, recurse: bool = True):
-        names = self._wsq_shared_names()
+        names = self._wsq_buffer_names()
+        order = list(self._buffers)
         held = {n: self._buffers.pop(n) for n in names}
         try:
             ret = super()._apply(fn, recurse)
         except BaseException:
             self._buffers.update(held)
+            _reorder(self._buffers, order)
             raise
         for n, t in held.items():
-            self._buffers[n] = self._wsq_cb._move(fn, t, is_table=n == _TABLE)
-        dev = self._buffers[_TABLE].device
+            self._buffers[n] = self._wsq_state._move(fn, t, is_table=n.endswith(_TABLE))
+        _reorder(self._buffers, order)
+        dev = self._buffers[names[0]].device
         for q in self._wsq_q.values():
             probe = fn(torch.empty(0, dtype=q[2], device=dev))
             if isinstance(probe, Tensor) and probe.is_floating_point():
@@ -169,79 +190,110 @@ class _Quantized:
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # The codebook is a persistent buffer: packed indices loaded without the codebook they index
-        # would compute with this model's codebook, silently wrong. Everything is checked before
-        # this module copies anything; the table stays the one tensor shared by every module.
-        key = prefix + _TABLE
-        cb = self._wsq_cb
-        shared = self._buffers[_TABLE]
-        if key not in state_dict:
-            given = [
-                prefix + a + _SUFFIX for a in self._wsq_q if prefix + a + _SUFFIX in state_dict
-            ]
-            if given:
-                raise ValueError(
-                    f"state_dict has {given[0]} but no {key}: packed indices cannot be loaded "
-                    "without the codebook they index (a state dict of wsq < 0.1.1 lacks it; "
-                    "re-save the source with wsq.save and use wsq.load)"
+        # Each compressed tensor loads its indices together with the values they index, and nothing
+        # else: a partial load (one layer's state dict, strict=False) changes exactly the tensors
+        # it names. A tensor's width may change with the load (the source held it at another
+        # width); the buffers are then resized in place, so tied owners keep sharing them.
+        ours = self._wsq_buffer_names()
+        loads = {}
+        bad = False
+        for a in sorted(self._wsq_q):
+            kp, kt = prefix + a + _PACKED, prefix + a + _TABLE
+            has_p, has_t = kp in state_dict, kt in state_dict
+            if not has_p and not has_t:
+                if strict:
+                    missing_keys.extend([kp, kt])
+                continue
+            if has_p != has_t:
+                have, lack = (kp, kt) if has_p else (kt, kp)
+                error_msgs.append(
+                    f"state_dict has {have} but no {lack}: packed indices and the table of the "
+                    "values they index load together"
                 )
-            return super()._load_from_state_dict(
-                state_dict,
-                prefix,
-                local_metadata,
-                strict,
-                missing_keys,
-                unexpected_keys,
+                bad = True
+                continue
+            try:
+                loads[a] = _check_pair(state_dict[kp], state_dict[kt], self._wsq_q[a][1], kp, kt)
+            except ValueError as e:
+                error_msgs.append(str(e))
+                bad = True
+        if bad:  # the load will raise: leave this module as it was, its bias and others too
+            return
+        order = list(self._buffers)
+        held = {n: self._buffers.pop(n) for n in ours}
+        try:
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                 error_msgs,
-            )
-        t = state_dict[key]
-        n = _check_table(t, cb.bits, key)
-        # error_msgs is one list per load_state_dict call: it tells this call's earlier modules
-        # (whose table already landed in the shared tensor) from a previous call's
-        if cb._load_call is error_msgs and not _same_table(t, shared):
-            raise ValueError(
-                f"state_dict[{key!r}] differs from the codebook of the layers loaded before it in "
-                "this state dict: every layer of a compressed model must share one codebook"
-            )
-        cb._load_call = error_msgs
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        if self._buffers[_TABLE] is not shared:  # load_state_dict(assign=True) swapped it
-            with torch.no_grad():
-                shared.copy_(self._buffers[_TABLE])
-            self._buffers[_TABLE] = shared
-        cb.set_codebook(shared[:n])
+            )  # fmt: skip
+        finally:
+            self._buffers.update(held)
+            _reorder(self._buffers, order)
+        keys = {prefix + n for n in ours}
+        unexpected_keys[:] = [k for k in unexpected_keys if k not in keys]
+        if not loads:
+            return
+        with torch.no_grad():
+            for a, (packed, table) in loads.items():
+                _assign(self._buffers, a + _PACKED, packed)
+                _assign(self._buffers, a + _TABLE, table)
+        self._wsq_state.version += 1
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        cb = self._wsq_cb
-        parts = [
-            f"{a}={'x'.join(map(str, s)) or 'scalar'} {str(d).replace('torch.', '')}"
-            for a, (s, _, d) in self._wsq_q.items()
-        ]
-        wsq = f"wsq: {', '.join(parts)} as {cb.bits}-bit indices into {cb.n} shared values"
+        parts = []
+        for a, (s, _, d) in self._wsq_q.items():
+            t = self._buffers[a + _TABLE]
+            n = _table_size(t)
+            parts.append(
+                f"{a}={'x'.join(map(str, s)) or 'scalar'} {str(d).replace('torch.', '')} as "
+                f"{table_bits(t)}-bit indices into {n} shared values"
+            )
+        wsq = f"wsq: {', '.join(parts)}"
         return f"{base}, {wsq}" if base else wsq
 
 
-def _check_table(t, bits: int, key: str) -> int:
-    """Validate a state dict's lookup table for `bits`-bit indices; returns its codebook size n."""
-    if not isinstance(t, Tensor) or t.dtype != torch.float32:
+def _reorder(buffers: dict, order: list[str]) -> None:
+    """Put `buffers` back in `order` (state_dict key order must not change with a load or move)."""
+    items = [(n, buffers[n]) for n in order if n in buffers]
+    items += [(n, t) for n, t in buffers.items() if n not in order]
+    buffers.clear()
+    buffers.update(items)
+
+
+def _assign(buffers: dict, name: str, src: Tensor) -> None:
+    """Load `src` into buffer `name` in place (tied owners hold the same tensor object)."""
+    dst = buffers[name]
+    if dst.is_meta:
+        buffers[name] = src.clone()
+    elif dst.shape == src.shape:
+        dst.copy_(src)
+    else:
+        dst.set_(src.to(device=dst.device, dtype=dst.dtype).clone())
+
+
+def _table_size(t: Tensor) -> int:
+    """Entries before the NaN padding of a lookup table."""
+    if t.is_meta:
+        return t.numel()
+    nan = torch.isnan(t.detach())
+    return int(nan.int().argmax()) if bool(nan.any()) else t.numel()
+
+
+def _check_pair(packed, table, numel: int, kp: str, kt: str) -> tuple[Tensor, Tensor]:
+    """Validate a state dict's (packed indices, table) pair for a tensor of `numel` elements."""
+    if not isinstance(table, Tensor) or table.dtype != torch.float32 or table.dim() != 1:
+        what = f"{table.dtype} {table.dim()}-D" if isinstance(table, Tensor) else type(table)
+        raise ValueError(f"state_dict[{kt!r}] must be a 1-D float32 tensor, got {what}")
+    size = table.numel()
+    if size < 2 or size > 1 << 16 or size & (size - 1):
         raise ValueError(
-            f"state_dict[{key!r}] must be a float32 tensor, got "
-            f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}"
+            f"state_dict[{kt!r}] has {size} entries: a lookup table has 2**b entries, b in 1..16"
         )
-    if t.dim() != 1 or t.numel() != 1 << bits:
-        have = t.numel()
-        other = f"{have.bit_length() - 1}-bit indices" if have & (have - 1) == 0 else "no bit width"
-        raise ValueError(
-            f"state_dict[{key!r}] has {have} entries ({other}); this model holds {bits}-bit "
-            f"indices and needs {1 << bits}: a compressed state dict loads only into a model "
-            "compressed at the same bit width"
-        )
-    t = t.detach().cpu()
+    bits = table_bits(table)
+    t = table.detach().cpu()
     nan = torch.isnan(t)
-    n = int(nan.int().argmax()) if bool(nan.any()) else t.numel()
+    n = int(nan.int().argmax()) if bool(nan.any()) else size
     cb = t[:n]
     if (
         n == 0
@@ -250,16 +302,24 @@ def _check_table(t, bits: int, key: str) -> int:
         or not bool((cb[1:] >= cb[:-1]).all())
     ):
         raise ValueError(
-            f"state_dict[{key!r}] is not a wsq codebook: it must hold n >= 1 finite ascending "
-            "values followed by NaN padding"
+            f"state_dict[{kt!r}] is not a wsq table: it must hold n >= 1 finite ascending values "
+            "followed by NaN padding"
         )
-    return n
-
-
-def _same_table(a: Tensor, b: Tensor) -> bool:
-    return torch.equal(a.detach().cpu().nan_to_num(0.0), b.detach().cpu().nan_to_num(0.0)) and (
-        torch.equal(torch.isnan(a.detach().cpu()), torch.isnan(b.detach().cpu()))
-    )
+    if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
+        what = packed.dtype if isinstance(packed, Tensor) else type(packed).__name__
+        raise ValueError(f"state_dict[{kp!r}] must be a uint8 tensor, got {what}")
+    need = ops.packed_bytes(numel, bits)
+    if packed.numel() != need:
+        raise ValueError(
+            f"state_dict[{kp!r}] has {packed.numel()} bytes; {numel} indices at {bits} bits (the "
+            f"width of {kt}) need {need}"
+        )
+    flat = packed.detach().reshape(-1)
+    if numel and n < size:
+        top = int(ops.unpack(flat.cpu(), numel, bits, torch.int32 if bits > 8 else None).max())
+        if top >= n:
+            raise ValueError(f"state_dict[{kp!r}] holds index {top}, beyond the {n} values of {kt}")
+    return flat, table.detach()
 
 
 def _getter(attr: str):
@@ -304,10 +364,10 @@ class Linear(_Quantized, tnn.Linear):
         trainable_bias = bias is not None and grad and bias.requires_grad
         y = ops.lut_matmul(
             input,
-            self._buffers["weight" + _SUFFIX],
+            self._buffers["weight" + _PACKED],
             self.out_features,
-            self._wsq_cb.bits,
-            self._buffers[_TABLE],
+            self.wsq_bits("weight"),
+            self._buffers["weight" + _TABLE],
             None if trainable_bias else bias,
         )
         return y + bias if trainable_bias else y
@@ -328,12 +388,12 @@ class Embedding(_Quantized, tnn.Embedding):
             return super().forward(input)
         kdt = dtype if dtype in _KERNEL_DTYPES else torch.float32
         out = ops.gather_rows(
-            self._buffers["weight" + _SUFFIX],
+            self._buffers["weight" + _PACKED],
             input,
             self.num_embeddings,
             self.embedding_dim,
-            self._wsq_cb.bits,
-            self._buffers[_TABLE],
+            self.wsq_bits("weight"),
+            self._buffers["weight" + _TABLE],
             kdt,
         )
         return out if kdt == dtype else out.to(dtype)
@@ -434,8 +494,13 @@ def _class_for(cls: type, attrs: frozenset) -> type:
         ns = {a: _attr_property(a) for a in sorted(attrs)}
         ns["__module__"] = cls.__module__
         new = type(cls.__name__, (mixin, cls), ns)
+    new._wsq_base, new._wsq_attrs = cls, attrs
     _CLASSES[key] = new
     return new
+
+
+for _base, _cls in _SPECIAL.items():
+    _cls._wsq_base, _cls._wsq_attrs = _base, frozenset({"weight"})
 
 
 def is_quantized(module: tnn.Module) -> bool:
@@ -446,8 +511,9 @@ def is_quantized(module: tnn.Module) -> bool:
 def quantize_module_(
     module: tnn.Module,
     packed: Mapping[str, Tensor],
-    codebook: SharedCodebook,
-    table: Tensor,
+    tables: Mapping[str, Tensor],
+    state: ModelState | None = None,
+    *,
     dtypes: Mapping[str, torch.dtype] | None = None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> tnn.Module:
@@ -455,20 +521,25 @@ def quantize_module_(
 
     Args:
         module: owner of the parameters (they are removed from it).
-        packed: attribute name -> uint8 tensor of ``ceil(numel * bits / 8)`` bytes (LSB-first).
-        codebook: the model's SharedCodebook (one per model).
-        table: the model's lookup table on the module's device (``codebook.table(device)``), the
-            same tensor object for every module.
+        packed: attribute name -> uint8 tensor of ``ceil(numel * b / 8)`` bytes (LSB-first), b the
+            width of that attribute's table.
+        tables: attribute name -> float32 ``(2**b,)`` lookup table (``wsq.ops.lut_table``: the
+            values the indices address, NaN-padded), on the module's device.
+        state: the :class:`ModelState` shared by every wsq module of the model (default: a new one).
         dtypes: compute dtype per attribute (default: the current parameter's dtype).
         shapes: shape per attribute (default: the current parameter's shape; needed when the
             parameter was already removed).
 
-    Returns the same module object (now an instance of a wsq class).
+    Packed and table tensors are registered as given (the objects themselves), so tied parameters
+    keep sharing them across modules. Returns the same module object (now an instance of a wsq
+    class).
     """
     if not isinstance(module, tnn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     if not packed:
         raise ValueError("packed is empty: nothing to compress")
+    if not isinstance(tables, Mapping) or set(tables) != set(packed):
+        raise ValueError("tables must map exactly the attributes of packed to their lookup tables")
     attrs = frozenset(packed)
     q: dict[str, list] = {}
     for a in sorted(attrs):
@@ -485,36 +556,45 @@ def quantize_module_(
             )
         if a not in module._parameters:
             raise ValueError(f"{type(module).__name__} has no parameter {a!r}")
-        for extra in (a + _SUFFIX, _TABLE):
-            if (
-                extra in module._parameters
-                or extra in module._modules
-                or (extra in module._buffers and extra != _TABLE)
-            ):
+        for extra in (a + _PACKED, a + _TABLE):
+            if extra in module._parameters or extra in module._modules or extra in module._buffers:
                 raise ValueError(f"{type(module).__name__} already has an attribute {extra!r}")
-        shape = torch.Size(shape)
+        table = tables[a]
+        size = table.numel() if isinstance(table, Tensor) else 0
+        if (
+            not isinstance(table, Tensor)
+            or table.dtype != torch.float32
+            or table.dim() != 1
+            or not 2 <= size <= 1 << 16
+            or size & (size - 1)
+        ):
+            raise ValueError(
+                f"tables[{a!r}] must be a 1-D float32 tensor of 2**b entries, b in 1..16 "
+                "(wsq.ops.lut_table)"
+            )
+        bits = table_bits(table)
         numel = math.prod(shape)
         buf = packed[a]
         if not isinstance(buf, Tensor) or buf.dtype != torch.uint8:
             raise TypeError(f"packed[{a!r}] must be a uint8 tensor")
-        if buf.numel() != ops.packed_bytes(numel, codebook.bits):
+        if buf.numel() != ops.packed_bytes(numel, bits):
             raise ValueError(
-                f"packed[{a!r}] has {buf.numel()} bytes; {numel} indices at {codebook.bits} bits "
-                f"need {ops.packed_bytes(numel, codebook.bits)}"
+                f"packed[{a!r}] has {buf.numel()} bytes; {numel} indices at {bits} bits "
+                f"need {ops.packed_bytes(numel, bits)}"
             )
-        q[a] = [shape, numel, dtype]
-    if table.numel() != 1 << codebook.bits or table.dtype != torch.float32:
-        raise ValueError("table must be codebook.table(device): 2**bits float32 entries")
+        q[a] = [torch.Size(shape), numel, dtype]
+    if state is not None and not isinstance(state, ModelState):
+        raise TypeError(f"state must be a wsq.nn.ModelState, got {type(state).__name__}")
     new_cls = _class_for(type(module), attrs)
     for a in q:
         del module._parameters[a]
     module.__class__ = new_cls
-    module._wsq_cb = codebook
+    module._wsq_state = ModelState() if state is None else state
     module._wsq_q = q
     for a in sorted(q):
         buf = packed[a]  # the tensor object itself: tied parameters share it across modules
-        module.register_buffer(a + _SUFFIX, buf if buf.dim() == 1 else buf.reshape(-1))
-    module.register_buffer(_TABLE, table)  # persistent: indices are meaningless without it
+        module.register_buffer(a + _PACKED, buf if buf.dim() == 1 else buf.reshape(-1))
+        module.register_buffer(a + _TABLE, tables[a])  # persistent: indices need their values
     if isinstance(module, tnn.RNNBase):
         module._init_flat_weights()
     return module

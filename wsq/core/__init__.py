@@ -1,2 +1,2 @@
 """Core: the method itself. pool (which weights share the codebook) -> binning (O(N) uniform bins)
--> compress (the packed model, wsq.Compressed) -> merge (codebook entries merged under a tolerance)."""
+-> compress / compressed (the packed model, wsq.Compressed, each tensor at its own width) -> merge (codebook entries merged under a tolerance)."""

@@ -176,12 +176,16 @@ class GridQuantizer:
             raise ValueError(
                 f"the plan uses {n} grid points; a codebook holds at most {MAX_POINTS}"
             )
-        relabel = torch.full((span,), -1, dtype=torch.int64)
-        relabel[used] = torch.arange(n)
         codebook = (sums[used] / counts[used]).to(torch.float32)
-        # means of disjoint ascending cells are ascending; float32 rounding could tie, never invert
+        # means of disjoint ascending cells are ascending; float32 rounding could tie, never
+        # invert: tied cells are one value, so one codebook entry (what a compressed model holds)
         codebook = torch.cummax(codebook, 0).values
-        per_stream = torch.stack([c[used] for c in per]).numpy()
+        codebook, entry = torch.unique_consecutive(codebook, return_inverse=True)
+        relabel = torch.full((span,), -1, dtype=torch.int64)
+        relabel[used] = entry
+        cells = torch.stack([c[used] for c in per])
+        per_stream = torch.zeros(len(per), codebook.numel(), dtype=torch.int64)
+        per_stream = per_stream.index_add_(1, entry, cells).numpy()
         res = GridResult(codebook, pts, lo, relabel, per_stream)
         res.bits = _coded_bits(per_stream) / float(self.numel.sum())
         return res

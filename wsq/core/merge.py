@@ -9,11 +9,11 @@ UNCOMPRESSED model (not a ratchet: the bar never moves). Passes repeat until a p
 
 Speed:
 
-* A candidate is evaluated without rebuilding anything: every wsq layer of the model reads ONE
-  shared lookup table, so writing the candidate centers into that table (merged entries both get
-  the merged center, indices untouched) makes the model compute exactly what the merged model
-  would. Only the final state is remapped, once, on the packed indices (``ops.remap_packed``,
-  repacking at fewer bits when the number of entries drops below a power of two).
+* A candidate is evaluated without rebuilding anything: each wsq tensor reads its own small
+  lookup table (a gather of the shared codebook), so writing the candidate centers into those
+  tables (merged entries both get the merged center, indices untouched) makes the model compute
+  exactly what the merged model would. Only the final state is remapped, once, on the packed
+  indices (``ops.remap_packed``), each tensor repacked at the width of the merged values it uses.
 * Candidates are batched and bisected (group testing): within a pass the disjoint cheapest pairs
   are tried m at a time; a batch that passes is kept whole (m doubles), a batch that fails is split
   in halves (m halves). When the first half of a failed batch passes whole, the second half is
@@ -22,16 +22,13 @@ Speed:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from wsq import nn as wnn
-from wsq.core.compress import Compressed, _Group
-from wsq.kernels import ops
+from wsq.core.compressed import Compressed, _narrow
 
 __all__ = ["merge", "merge_front"]
 
@@ -105,8 +102,8 @@ class _Segments:
 
 
 class _Merger:
-    def __init__(self, work, tables, seg, evaluate, threshold, max_evals, bar) -> None:
-        self.work, self.tables, self.seg = work, tables, seg
+    def __init__(self, work, seg, evaluate, threshold, max_evals, bar) -> None:
+        self.work, self.seg = work, seg
         self.evaluate, self.threshold = evaluate, threshold
         self.max_evals, self.bar = max_evals, bar
         self.evaluations = 0
@@ -115,16 +112,13 @@ class _Merger:
         self.metric: float = math.nan
 
     def write(self, values: np.ndarray) -> None:
-        src = torch.from_numpy(values)
-        n = len(values)
-        for t in self.tables:
-            t[:n].copy_(src)
+        self.work._write_values(torch.from_numpy(values))
 
     def score(self) -> float:
         if self.max_evals is not None and self.evaluations >= self.max_evals:
             raise _Budget
         self.evaluations += 1
-        v = _score(self.evaluate, self.work, "model")
+        v = _score(self.evaluate, self.work.model, "model")
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(bins=len(self.seg), refresh=False)
@@ -178,36 +172,15 @@ class _Merger:
         return self.accepted - before, m
 
 
-def _tables(model: torch.nn.Module) -> list[torch.Tensor]:
-    """The model's distinct lookup-table buffers (one per device, shared by every wsq layer)."""
-    seen: dict[int, torch.Tensor] = {}
-    for mod in model.modules():
-        if wnn.is_quantized(mod):
-            t = mod._buffers[wnn._TABLE]
-            seen.setdefault(id(t), t)
-    return list(seen.values())
-
-
 def _rebuild(c: Compressed, codebook: torch.Tensor, table_map: torch.Tensor) -> Compressed:
-    """A new Compressed: c's model with every packed index remapped by `table_map` (int32,
-    old -> new) and repacked at the new width, and `codebook` as the shared values."""
-    n_new = int(codebook.numel())
-    bits_old, bits_new = c.bits, ops.bits_for(n_new)
-    shared = wnn.SharedCodebook(codebook, bits_new)
-    memo: dict[int, object] = {id(c._shared): shared}
-    for t in _tables(c.model):
-        memo[id(t)] = shared.table(t.device)
-    for g in c._groups:
-        old = g.packed()
-        memo[id(old)] = ops.remap_packed(old, g.numel, bits_old, table_map.to(old.device), bits_new)
-    model = copy.deepcopy(c.model, memo)
-    groups = [
-        _Group(g.names, g.shape, g.dtype, g.numel, memo[id(g.owner)], g.attr) for g in c._groups
-    ]
-    return Compressed(
-        model=model, shared=shared, groups=groups, rest_names=list(c._rest_names),
-        state_keys=list(c._state_keys), k=c.k, lo=c.lo, hi=c.hi, skipped=list(c.pool_skipped),
-    )  # fmt: skip
+    """A new Compressed: c's model with every shared-codebook entry i standing for
+    ``codebook[table_map[i]]`` (int32, old -> new), each tensor repacked at the width of the
+    merged values it uses, in one pass over its packed indices."""
+    narrowed = {}
+    for g, m in zip(c._groups, c._maps(), strict=True):
+        to_new = table_map[m.to(torch.int64)]  # this tensor's entries -> merged entries
+        narrowed[id(g)] = _narrow(g.packed(), g.numel, g.bits(), to_new, codebook, all_used=True)
+    return c._replaced(narrowed, k=c.k, lo=c.lo, hi=c.hi)
 
 
 def merge(
@@ -298,15 +271,19 @@ def merge(
     centers = compressed.codebook.numpy()
     n_before, bits_before = len(centers), compressed.bits
     seg = _Segments(counts, centers)
-    work = copy.deepcopy(compressed.model)
-    tables = _tables(work)
+    # the private working copy: candidates are written into its own tables; the packed indices
+    # are only read, so it shares them with `compressed`
+    work = compressed._replaced(
+        {id(g): (g.packed(), g.table().clone()) for g in compressed._groups},
+        k=None, lo=None, hi=None,
+    )  # fmt: skip
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="wsq merge", unit="eval", dynamic_ncols=True)
-    merger = _Merger(work, tables, seg, evaluate, threshold, max_evals, bar)
+    merger = _Merger(work, seg, evaluate, threshold, max_evals, bar)
     passes, stopped = 0, "converged"
     try:
         merger.metric = merger.score()

@@ -36,11 +36,11 @@ def _check_coder(coder: Any) -> str:
     return coder
 
 
-def _symbols(qp: Any, bits: int) -> np.ndarray:
-    """The numel indices held in qp.packed (uint8 if bits <= 8, else uint16)."""
+def _symbols(packed: torch.Tensor, numel: int, bits: int) -> np.ndarray:
+    """The numel indices held in `packed` (uint8 if bits <= 8, else uint16)."""
     from wsq.kernels import ops
 
-    return ops.unpack(qp.packed.detach().cpu(), int(qp.numel), bits).numpy()
+    return ops.unpack(packed, numel, bits).numpy()
 
 
 def _cache(compressed: Any) -> dict | None:
@@ -58,13 +58,14 @@ def _cache(compressed: Any) -> dict | None:
 def _stream(compressed: Any, name: str, qp: Any, coder: str) -> tuple[str, bytes]:
     """(coder used, encoded stream) of one quantized parameter, cached on the Compressed object.
 
-    The cache key includes a CRC of the packed indices, so a mutated object is re-encoded, not
-    served a stale stream.
+    The stream codes the tensor's indices into the shared codebook (``global_packed``: in memory
+    each tensor is held at its own width). The cache key includes a CRC of those indices, so a
+    mutated object is re-encoded, not served a stale stream.
     """
     from wsq.io import entropy
 
     bits, n = int(compressed.bits), int(compressed.codebook.numel())
-    packed = qp.packed.detach().cpu().contiguous()
+    packed = compressed.global_packed(name).contiguous()
     fingerprint = (zlib.crc32(packed.numpy()), int(qp.numel), bits, n)
     cache = _cache(compressed)
     sym = None
@@ -75,7 +76,7 @@ def _stream(compressed: Any, name: str, qp: Any, coder: str) -> tuple[str, bytes
             out[c] = hit[1]
             continue
         if sym is None:
-            sym = _symbols(qp, bits)
+            sym = _symbols(packed, int(qp.numel), bits)
         out[c] = bytes(entropy.encode(sym, n, c))
         if cache is not None:
             cache[(name, c)] = (fingerprint, out[c])
@@ -199,7 +200,7 @@ def _write_atomic(path: str, header: bytes, chunks: list) -> None:
 
 # What the writer reads of a wsq.Compressed. Checked by shape, not by isinstance, so this module
 # does not import wsq.core: Compressed.stats() measures the exact file size through it.
-_FIELDS = ("codebook", "bits", "k", "lo", "hi", "quantized", "rest_state")
+_FIELDS = ("codebook", "bits", "k", "lo", "hi", "quantized", "global_packed", "rest_state")
 
 
 def _check_compressed(compressed: Any) -> None:

@@ -1,0 +1,588 @@
+"""The compressed model: ``Compressed``, built from a template and the stored parts.
+
+See wsq.core.compress for the contract. Each pooled tensor is held in its owner (a wsq.nn layer) at
+the narrowest width for the values it uses, with its own table (a gather of the one shared
+codebook); the shared codebook and each tensor's indices into it (what a file stores) are derived
+from those tables.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn as tnn
+from torch import Tensor
+
+from wsq import nn as wnn
+from wsq.core.pool import _is_lazy, _list, _tie_groups, view_key
+from wsq.errors import FormatError
+from wsq.kernels import ops
+
+__all__ = ["QuantizedParam", "Compressed"]
+
+
+# ----------------------------------------------------------------------------- compressed model
+
+
+@dataclass(frozen=True)
+class QuantizedParam:
+    """A compressed parameter as the model holds it.
+
+    names (every tied name), shape and dtype (the compute dtype, live), numel; packed: uint8
+    ``ceil(numel * bits / 8)`` LSB-first, the model's live buffer; bits: this tensor's own index
+    width; table: its float32 ``(2**bits,)`` lookup table (the values it uses, NaN-padded).
+    """
+
+    names: tuple[str, ...]
+    shape: torch.Size
+    dtype: torch.dtype
+    packed: Tensor
+    numel: int
+    bits: int
+    table: Tensor
+
+
+@dataclass
+class _Group:
+    names: tuple[str, ...]
+    shape: torch.Size
+    numel: int
+    owner: tnn.Module  # a module holding it (tied ones share the packed buffer and table)
+    attr: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.owner._wsq_q[self.attr][2]  # live: .half() on the model changes it
+
+    def packed(self) -> Tensor:
+        return self.owner._buffers[self.attr + wnn._PACKED]
+
+    def table(self) -> Tensor:
+        return self.owner._buffers[self.attr + wnn._TABLE]
+
+    def bits(self) -> int:
+        return wnn.table_bits(self.table())
+
+    def dense(self) -> Tensor:
+        return self.owner.wsq_dequant(self.attr)
+
+
+def _narrow(
+    packed: Tensor, numel: int, bits: int, to_global: Tensor, codebook: Tensor, *, all_used: bool
+) -> tuple[Tensor, Tensor]:
+    """The same weights at the narrowest width: (packed, table).
+
+    `packed` holds `numel` indices at `bits`; index i stands for ``codebook[to_global[i]]``. The
+    result indexes only the codebook entries the tensor uses (ascending), at ceil(log2 of their
+    count) bits. With ``all_used`` every index of `to_global` is known to occur (no histogram pass).
+    """
+    to_global = to_global.to(device="cpu", dtype=torch.int64)
+    if all_used or numel == 0:
+        present = torch.ones(to_global.numel(), dtype=torch.bool)
+        if numel == 0:
+            present[1:] = False
+    else:
+        idx = ops.unpack(packed, numel, bits, torch.uint8 if bits <= 8 else torch.int32)
+        present = torch.bincount(idx, minlength=to_global.numel())[: to_global.numel()].cpu() > 0
+        del idx
+    used = torch.unique(to_global[present])  # sorted
+    local = torch.searchsorted(used, to_global).clamp_(max=used.numel() - 1).to(torch.int32)
+    out_bits = ops.bits_for(used.numel())
+    if out_bits == bits and torch.equal(local, torch.arange(local.numel(), dtype=torch.int32)):
+        out = packed
+    else:
+        out = ops.remap_packed(packed, numel, bits, local.to(packed.device), out_bits)
+    return out, ops.lut_table(codebook[used], out_bits).to(packed.device)
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _check_codebook(codebook, bits) -> tuple[Tensor, int]:
+    if not isinstance(codebook, Tensor) or not codebook.is_floating_point():
+        raise FormatError("codebook must be a floating-point tensor")
+    cb = codebook.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise FormatError(f"bits must be an int in 1..16, got {bits!r}")
+    n = cb.numel()
+    if not 1 <= n <= 1 << bits:
+        raise FormatError(f"codebook has {n} entries; {bits}-bit indices address 1..{1 << bits}")
+    if not bool(torch.isfinite(cb).all()):
+        raise FormatError("codebook holds NaN or Inf values")
+    if n > 1 and not bool((cb[1:] >= cb[:-1]).all()):
+        raise FormatError("codebook is not in ascending order")
+    return cb, bits
+
+
+def _resolve(model: tnn.Module, name: str) -> tuple[tnn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (model.get_submodule(path) if path else model), attr
+
+
+def _assemble(
+    template: tnn.Module,
+    codebook: Tensor,
+    bits: int,
+    packed_by_name: Mapping[str, Tensor],
+    rest_state: Mapping[str, Tensor] | None,
+    *,
+    k: int | None,
+    lo: float | None,
+    hi: float | None,
+    skipped: list[tuple[str, str]],
+) -> Compressed:
+    """Copy `template` without its compressed parameters, swap their owners to wsq modules, fill the
+    rest from `rest_state` (None: keep the template's values, as compress does)."""
+    if not isinstance(template, tnn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(template).__name__}")
+    codebook, bits = _check_codebook(codebook, bits)
+    lazy = [n for n, p in template.named_parameters(remove_duplicate=False) if _is_lazy(p)]
+    if lazy:
+        raise ValueError(f"parameters {_list(lazy)} of model are not initialised (lazy modules)")
+    if not isinstance(packed_by_name, Mapping):
+        raise TypeError("packed_by_name must be a mapping name -> uint8 tensor")
+    groups = _tie_groups(template)
+    group_of = {n: gi for gi, (names, _) in enumerate(groups) for n in names}
+    state_keys = list(template.state_dict(keep_vars=True).keys())
+
+    unexpected = [n for n in packed_by_name if n not in group_of]
+    chosen: dict[int, Tensor] = {}
+    for n, t in packed_by_name.items():
+        if n not in group_of:
+            continue
+        gi = group_of[n]
+        if gi in chosen:
+            raise FormatError(
+                f"{n}: packed indices given twice for one tied parameter ({groups[gi][0]})"
+            )
+        names, objs = groups[gi]
+        p = objs[0]
+        if not isinstance(t, Tensor) or t.dtype != torch.uint8:
+            raise FormatError(f"{n}: packed indices must be a uint8 tensor")
+        if not p.is_floating_point():
+            raise FormatError(
+                f"{n}: model parameter is {p.dtype}, only floating-point ones are compressed"
+            )
+        need = ops.packed_bytes(p.numel(), bits)
+        if t.numel() != need:
+            raise FormatError(
+                f"{n}: {t.numel()} bytes of packed indices; shape {tuple(p.shape)} at {bits} bits "
+                f"needs {need}"
+            )
+        chosen[gi] = t.reshape(-1)
+    qnames = {n for gi in chosen for n in groups[gi][0]}
+    rest_keys = [n for n in state_keys if n not in qnames]
+    if rest_state is not None:
+        if not isinstance(rest_state, Mapping):
+            raise TypeError("rest_state must be a mapping name -> tensor")
+        missing = [n for n in rest_keys if n not in rest_state]
+        unexpected += [n for n in rest_state if n not in rest_keys]
+    else:
+        missing = []
+    if missing or unexpected:
+        msg = [f"missing: {_list(missing, 20)}"] if missing else []
+        msg += [f"unexpected: {_list(unexpected, 20)}"] if unexpected else []
+        raise FormatError("parameter names do not match the model; " + "; ".join(msg))
+    if not chosen:
+        raise FormatError("no compressed parameters given")
+
+    memo = {id(o): None for gi in chosen for o in groups[gi][1]}
+    model = copy.deepcopy(template, memo)
+    state = wnn.ModelState()
+    identity = torch.arange(codebook.numel())
+    owners: dict[int, tuple[tnn.Module, dict]] = {}
+    out_groups: list[_Group] = []
+    for gi in sorted(chosen):
+        names, objs = groups[gi]
+        p = objs[0]
+        dev = chosen[gi].device if p.is_meta else p.device
+        # each tensor at the width of the values it uses; tied owners share both tensors
+        packed, table = _narrow(
+            chosen[gi].to(dev), p.numel(), bits, identity, codebook, all_used=False
+        )
+        first = None
+        for n in names:
+            mod, attr = _resolve(model, n)
+            slot = owners.setdefault(id(mod), (mod, {}))[1]
+            slot[attr] = (packed, table, p.shape, p.dtype, dev)
+            if first is None:
+                first = (mod, attr)
+        out_groups.append(_Group(tuple(names), p.shape, p.numel(), first[0], first[1]))
+    for mod, attrs in owners.values():
+        devs = {v[4] for v in attrs.values()}
+        if len(devs) > 1:
+            raise ValueError(
+                f"{type(mod).__name__} holds compressed parameters on several devices: {devs}"
+            )
+        # the deep copy left None where the compressed Parameters were: nothing dense is kept
+        wnn.quantize_module_(
+            mod,
+            {a: v[0] for a, v in attrs.items()},
+            {a: v[1] for a, v in attrs.items()},
+            state,
+            dtypes={a: v[3] for a, v in attrs.items()},
+            shapes={a: v[2] for a, v in attrs.items()},
+        )
+    if rest_state is not None:
+        _load_rest(model, rest_keys, rest_state)
+    meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ValueError(
+            f"tensors {_list(meta)} are still on the meta device (not part of the state_dict, e.g. "
+            "non-persistent buffers): pass a model instance on a real device"
+        )
+    return Compressed(
+        model=model, state=state, groups=out_groups, rest_names=rest_keys, state_keys=state_keys,
+        k=k, lo=lo, hi=hi, skipped=list(skipped),
+    )  # fmt: skip
+
+
+def _load_rest(model: tnn.Module, keys: list[str], rest_state: Mapping[str, Tensor]) -> None:
+    current = model.state_dict(keep_vars=True)
+    replaced: dict[int, Tensor] = {}  # meta tensor -> its materialised replacement (keeps ties)
+    with torch.no_grad():
+        for n in keys:
+            v, t = rest_state[n], current[n]
+            if not isinstance(v, Tensor):
+                raise FormatError(f"{n}: expected a tensor, got {type(v).__name__}")
+            if tuple(v.shape) != tuple(t.shape):
+                raise FormatError(
+                    f"{n}: shape {tuple(v.shape)} given, the model has {tuple(t.shape)}"
+                )
+            if not t.is_meta:
+                t.copy_(v)
+                continue
+            mod, attr = _resolve(model, n)
+            new = replaced.get(id(t))
+            if new is None:
+                data = v.detach().to(dtype=t.dtype).clone()
+                if attr in mod._parameters:
+                    new = tnn.Parameter(data, requires_grad=t.requires_grad)
+                else:
+                    new = data
+                replaced[id(t)] = new
+            if attr in mod._parameters:
+                mod._parameters[attr] = new
+            else:
+                mod._buffers[attr] = new
+
+
+class Compressed:
+    """A model whose pooled parameters are indices into one shared codebook.
+
+    Made by :func:`compress`, :meth:`from_parts` (wsq.load) or wsq.merge. See the module docstring
+    for the attributes. ``model`` runs as is (its wsq layers read the packed indices, each tensor
+    at its own width).
+    """
+
+    def __init__(self, *, model, state, groups, rest_names, state_keys, k, lo, hi, skipped) -> None:
+        self.model: tnn.Module = model
+        self._state: wnn.ModelState = state
+        self._groups: list[_Group] = groups
+        self._rest_names: list[str] = rest_names
+        self._state_keys: list[str] = state_keys
+        self.k: int | None = k
+        self.lo: float | None = lo
+        self.hi: float | None = hi
+        self.pool_skipped: list[tuple[str, str]] = skipped
+        self._cache_store: dict = {}
+        self._cache_at = state.version
+
+    @property
+    def _cache(self) -> dict:
+        # model.load_state_dict(...) replaces indices and tables in place and bumps the model
+        # state's version: the codebook, sizes and counts derived before it are dropped
+        if self._cache_at != self._state.version:
+            self._cache_store, self._cache_at = {}, self._state.version
+            self.k = self.lo = self.hi = None  # the binning that made the old codebook
+        return self._cache_store
+
+    def _tables(self) -> list[Tensor]:
+        """Each group's table values (CPU float32, ascending, NaN padding cut off)."""
+        hit = self._cache.get("tables")
+        if hit is None:
+            hit = []
+            for g in self._groups:
+                t = g.table().detach().cpu()
+                hit.append(t[: wnn._table_size(t)])
+            self._cache["tables"] = hit
+        return hit
+
+    @property
+    def codebook(self) -> Tensor:
+        """float32 CPU (n,), ascending: the shared values (the union of every tensor's values)."""
+        hit = self._cache.get("codebook")
+        if hit is None:
+            hit = torch.unique(torch.cat(self._tables()))  # sorted; -0.0 and 0.0 are one value
+            self._cache["codebook"] = hit
+        return hit
+
+    def _maps(self) -> list[Tensor]:
+        """Per group, int32: its table entry i is ``codebook[map[i]]``."""
+        hit = self._cache.get("maps")
+        if hit is None:
+            cb = self.codebook
+            hit = [torch.searchsorted(cb, t).to(torch.int32) for t in self._tables()]
+            self._cache["maps"] = hit
+        return hit
+
+    @property
+    def bits(self) -> int:
+        """Bits of an index into the shared codebook (the file's width): ceil(log2 n), >= 1."""
+        return ops.bits_for(int(self.codebook.numel()))
+
+    @property
+    def n_weights(self) -> int:
+        """Pooled (compressed) elements, tied tensors once."""
+        return sum(g.numel for g in self._groups)
+
+    @property
+    def quantized(self) -> dict[str, QuantizedParam]:
+        """canonical name -> QuantizedParam (packed and table: the model's live buffers)."""
+        return {
+            g.names[0]: QuantizedParam(
+                g.names, g.shape, g.dtype, g.packed(), g.numel, g.bits(), g.table()
+            )
+            for g in self._groups
+        }
+
+    def global_packed(self, name: str) -> Tensor:
+        """The indices of quantized parameter `name` into the shared codebook, packed at
+        :attr:`bits` (uint8 CPU, LSB-first): what a file stores for it."""
+        for g, m in zip(self._groups, self._maps(), strict=True):
+            if g.names[0] == name:
+                packed = g.packed().detach().cpu()
+                return ops.remap_packed(packed, g.numel, g.bits(), m, self.bits)
+        raise KeyError(f"{name!r} is not a quantized parameter of this model")
+
+    def widths(self) -> dict[str, int]:
+        """canonical name -> the index width each tensor is held at in memory."""
+        return {g.names[0]: g.bits() for g in self._groups}
+
+    def __repr__(self) -> str:
+        w = sorted({g.bits() for g in self._groups})
+        held = f"{w[0]}" if len(w) == 1 else f"{w[0]}-{w[-1]}"
+        return (
+            f"Compressed({len(self._groups)} tensors, {self.n_weights} weights -> "
+            f"{self.codebook.numel()} shared values; held at {held}-bit indices)"
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
+        model: tnn.Module,
+        codebook: Tensor,
+        bits: int,
+        packed_by_name: Mapping[str, Tensor],
+        rest_state: Mapping[str, Tensor],
+        *,
+        k: int | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> Compressed:
+        """Rebuild from a fresh instance of the architecture plus the stored parts (wsq.load's path).
+
+        Args:
+            model: a fresh instance (any device, or meta); it is not modified.
+            codebook: float (n,), ascending, finite.
+            bits: index width, 2**bits >= n.
+            packed_by_name: parameter name (any of a tied group's names) -> uint8 indices into
+                `codebook` packed at `bits` (ceil(numel * bits / 8) bytes). Each tensor is then
+                held at the width of the values it uses.
+            rest_state: every other state_dict entry of the model, by name.
+
+        Raises:
+            wsq.FormatError: names missing/unexpected (listed), shape or size mismatch (named).
+        """
+        if rest_state is None:
+            raise TypeError("rest_state must be a mapping name -> tensor, got None")
+        return _assemble(
+            model, codebook, bits, packed_by_name, rest_state, k=k, lo=lo, hi=hi, skipped=[]
+        )
+
+    def with_indices(
+        self, codebook: Tensor, bits: int, packed_by_name: Mapping[str, Tensor]
+    ) -> Compressed:
+        """A new Compressed with the same architecture and uncompressed tensors (copied) but another
+        codebook and packed indices (what wsq.merge and the grid method produce).
+
+        Args:
+            codebook: float (n,), ascending, finite; bits: index width with 2**bits >= n.
+            packed_by_name: every canonical name of ``quantized`` -> uint8 indices into `codebook`
+                packed at `bits`. Each tensor is then held at the width of the values it uses.
+
+        Raises:
+            wsq.FormatError: names missing/unexpected, or a packed size that does not match.
+        """
+        codebook, bits = _check_codebook(codebook, bits)
+        if not isinstance(packed_by_name, Mapping):
+            raise TypeError("packed_by_name must be a mapping name -> uint8 tensor")
+        names = [g.names[0] for g in self._groups]
+        missing = [n for n in names if n not in packed_by_name]
+        unexpected = [n for n in packed_by_name if n not in names]
+        if missing or unexpected:
+            msg = [f"missing: {_list(missing, 20)}"] if missing else []
+            msg += [f"unexpected: {_list(unexpected, 20)}"] if unexpected else []
+            raise FormatError(
+                "packed indices do not match the compressed parameters; " + "; ".join(msg)
+            )
+        identity = torch.arange(codebook.numel())
+        narrowed = {}
+        for g in self._groups:
+            t = packed_by_name[g.names[0]]
+            need = ops.packed_bytes(g.numel, bits)
+            if not isinstance(t, Tensor) or t.dtype != torch.uint8 or t.numel() != need:
+                raise FormatError(
+                    f"{g.names[0]}: packed indices must be {need} uint8 bytes ({g.numel} indices "
+                    f"at {bits} bits)"
+                )
+            t = t.reshape(-1).to(g.packed().device)
+            narrowed[id(g)] = _narrow(t, g.numel, bits, identity, codebook, all_used=False)
+        return self._replaced(narrowed, k=None, lo=None, hi=None)
+
+    def _replaced(self, narrowed: dict, *, k, lo, hi) -> Compressed:
+        """A copy of this Compressed whose groups hold ``narrowed[id(group)] = (packed, table)``;
+        everything else (biases, norms...) is deep-copied, nothing is shared with this one."""
+        state = wnn.ModelState()
+        memo: dict = {id(self._state): state}
+        for g in self._groups:  # tied owners hold the same two tensors: one memo entry each
+            packed, table = narrowed[id(g)]
+            memo[id(g.packed())] = packed
+            memo[id(g.table())] = table
+        model = copy.deepcopy(self.model, memo)
+        groups = [
+            _Group(g.names, g.shape, g.numel, memo[id(g.owner)], g.attr) for g in self._groups
+        ]
+        return Compressed(
+            model=model, state=state, groups=groups, rest_names=list(self._rest_names),
+            state_keys=list(self._state_keys), k=k, lo=lo, hi=hi, skipped=list(self.pool_skipped),
+        )  # fmt: skip
+
+    def _write_values(self, values: Tensor) -> None:
+        """Write `values` (float32 (n,), one per shared-codebook entry) into every tensor's table,
+        in place: the model then computes as if the codebook held `values` (merge candidates)."""
+        done: set[int] = set()
+        for g, m in zip(self._groups, self._maps(), strict=True):
+            t = g.table()
+            if id(t) not in done:
+                done.add(id(t))
+                t[: m.numel()].copy_(values[m.to(torch.int64)])
+
+    # ------------------------------------------------------------------ parts
+
+    def rest_state(self) -> dict[str, Tensor]:
+        """Every uncompressed state_dict entry of the model under its original name (detached)."""
+        sd = self.model.state_dict(keep_vars=True)
+        return {n: sd[n].detach() for n in self._rest_names}
+
+    def dequantized_state_dict(self) -> dict[str, Tensor]:
+        """The dense state_dict in the original key order (tied names share one tensor)."""
+        sd = self.model.state_dict(keep_vars=True)
+        dense = {}
+        for g in self._groups:
+            w = g.dense()
+            for n in g.names:
+                dense[n] = w
+        return {n: dense[n] if n in dense else sd[n].detach() for n in self._state_keys}
+
+    def index_counts(self) -> Tensor:
+        """int64 (n,): how many pooled weights use each codebook entry (cached)."""
+        c = self._cache.get("counts")
+        if c is None:
+            c = torch.zeros(self.codebook.numel(), dtype=torch.int64)
+            for g, m in zip(self._groups, self._maps(), strict=True):
+                b = g.bits()
+                idx = ops.unpack(g.packed(), g.numel, b, torch.uint8 if b <= 8 else torch.int32)
+                local = torch.bincount(idx, minlength=m.numel())[: m.numel()].cpu()
+                c.index_add_(0, m.to(torch.int64), local)
+            self._cache["counts"] = c
+        return c
+
+    def entropy_bound(self) -> float:
+        """Empirical entropy of the indices, bits per pooled weight (what an ideal coder reaches)."""
+        c = self.index_counts().double()
+        p = c[c > 0] / c.sum()
+        return float(-(p * torch.log2(p)).sum()) if p.numel() > 1 else 0.0
+
+    def stats(self, coder: str = "auto") -> dict:
+        """Honest sizes of this compressed model.
+
+        Keys: n_weights (pooled), n_bins (codebook entries), bits_fixed (ceil log2 n),
+        entropy_bound (bits/weight from the index histogram), bits_entropy (bits of the coded index
+        streams per pooled weight, as wsq.save writes them with `coder`), original_bytes (every
+        parameter and persistent buffer a dense file holds, at the model's dtypes, tied once),
+        file_bytes (exactly the size of ``wsq.save(self, path, coder=coder)``), cr = original_bytes /
+        file_bytes, n_skipped and skipped (names left out of the pool), param_bytes_dense and
+        param_bytes_compressed (memory of the model's parameters and buffers, dense vs as stored by
+        the compressed model: packed indices, tables, the rest), cr_memory (their ratio),
+        bits_memory (bits per pooled weight in memory: packed indices plus tables, each tensor at
+        its own width) and widths (index width -> pooled weights held at it).
+        """
+        if coder not in ("auto", "ans", "huffman"):
+            raise ValueError(f"coder must be 'auto', 'ans' or 'huffman', got {coder!r}")
+        from wsq.io import writer as wio
+
+        key = ("file", coder)
+        if key not in self._cache:
+            self._cache[key] = wio.file_size(self, coder)
+        file_bytes = int(self._cache[key])
+        key = ("streams", coder)
+        if key not in self._cache:
+            self._cache[key] = wio.stream_bits(self, coder)
+        stream_bits = int(self._cache[key])
+        n_weights = self.n_weights
+        rest = self.rest_state()
+        seen: set = set()
+        rest_bytes = 0
+        for t in rest.values():
+            key = view_key(t)
+            if key not in seen:
+                seen.add(key)
+                rest_bytes += _nbytes(t)
+        q_dense = sum(g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups)
+        original = q_dense + rest_bytes
+        mem_dense, mem_comp, mem_lut = self._memory()
+        widths: dict[int, int] = {}
+        for g in self._groups:
+            widths[g.bits()] = widths.get(g.bits(), 0) + g.numel
+        return {
+            "n_weights": n_weights,
+            "n_bins": int(self.codebook.numel()),
+            "bits_fixed": self.bits,
+            "entropy_bound": self.entropy_bound(),
+            "bits_entropy": stream_bits / n_weights,
+            "coder": coder,
+            "original_bytes": original,
+            "file_bytes": file_bytes,
+            "cr": original / file_bytes,
+            "n_skipped": len(self.pool_skipped),
+            "skipped": [n for n, _ in self.pool_skipped],
+            "param_bytes_dense": mem_dense,
+            "param_bytes_compressed": mem_comp,
+            "bits_memory": 8 * mem_lut / n_weights,
+            "cr_memory": mem_dense / mem_comp,
+            "widths": {b: widths[b] for b in sorted(widths)},
+        }
+
+    def _memory(self) -> tuple[int, int, int]:
+        """(dense bytes, compressed bytes, bytes of the packed indices and tables) of the model's
+        parameters and buffers, tied tensors once."""
+        seen: set = set()
+        lut_ids = {id(g.packed()) for g in self._groups} | {id(g.table()) for g in self._groups}
+        comp = other = 0
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            key = view_key(t)
+            if key in seen:
+                continue
+            seen.add(key)
+            comp += _nbytes(t)
+            if id(t) not in lut_ids:
+                other += _nbytes(t)
+        dense = other + sum(
+            g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups
+        )
+        return dense, comp, comp - other
