@@ -354,3 +354,86 @@ def test_missing_extra_from_python_names_the_extra(monkeypatch):
 
     with pytest.raises(ImportError, match=r"pip install 'wsq\[demo\]'"):
         digits.splits(0)
+
+
+def _ls(d) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+_SMALL = ["--pop", "4", "--gens", "2", "--k-max", "64", "--grid-iters", "3", "--merge-top", "1",
+          "--tolerance", "0.02", "--json"]  # fmt: skip
+
+
+def test_a_later_run_replaces_every_output_of_an_earlier_one(tmp_path, capsys):
+    """front.* of a uniform run must not stay beside a later --method grid result (a reader would
+    take them for the grid file's front); files that are not wsq outputs stay."""
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    spec, out = f"{tmp_path}/my_spec.py:make", tmp_path / "o"
+    assert cli.main(["compress", spec, *_SMALL, "--method", "uniform", "--out", str(out)]) == 0
+    assert {"front.csv", "front.json", "front.png"} <= set(_ls(out))
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["compress", spec, *_SMALL, "--method", "grid", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert sorted(_ls(out)) == ["model.wsq", "notes.txt", "summary.json"]  # nothing hidden left
+    assert summary["chosen"]["method"] == "grid" and sorted(summary["files"]) == sorted(
+        ["model.wsq", "summary.json"]
+    )
+
+
+def test_a_failure_while_publishing_leaves_the_earlier_run(tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    spec, out = f"{tmp_path}/my_spec.py:make", tmp_path / "o"
+    assert cli.main(["compress", spec, *_SMALL, "--method", "uniform", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = _ls(out)
+    capsys.readouterr()
+    real = os.replace
+
+    def disk_full_at_the_last_file(src, dst):  # model.wsq and front.* are in place by then
+        if ".wsq-tmp-" in str(src) and str(dst).endswith("summary.json"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full_at_the_last_file)
+    assert cli.main(["compress", spec, *_SMALL, "--method", "grid", "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "held before" in line, line
+    assert _ls(out) == before  # the earlier run's files, byte for byte, and nothing else
+
+
+def test_the_chosen_file_is_rescored_from_its_bytes(tmp_path, capsys, monkeypatch):
+    """The candidates are scored in memory; the file is what users get. A file whose reload
+    scores below baseline - tolerance is not kept (the next smaller one is), and when none holds,
+    nothing is written."""
+    import types
+
+    import torch
+
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    spec, out = f"{tmp_path}/my_spec.py:make", tmp_path / "o"
+    real_load, calls = wsq.load, []
+
+    def garbled(path, model):  # what a file that lost its weights would load as
+        torch.manual_seed(5)
+        return types.SimpleNamespace(model=torch.nn.Linear(16, 5).eval())
+
+    def load_broken_once(path, model):  # the first file reloads garbled, the others as saved
+        calls.append(os.path.getsize(path))
+        return garbled(path, model) if len(calls) == 1 else real_load(path, model)
+
+    monkeypatch.setattr(wsq, "load", load_broken_once)
+    assert cli.main(["compress", spec, *_SMALL, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    (rej,) = summary["rejected_on_reload"]
+    chosen = summary["chosen"]
+    assert rej["val_reloaded"] < summary["baseline"]["val"] - 0.02 <= chosen["val_reloaded"]
+    assert rej["file_bytes"] == calls[0] <= chosen["file_bytes"] == calls[1]
+    assert chosen["file_bytes"] == (out / "model.wsq").stat().st_size
+    assert chosen["val_reloaded"] == chosen["val"]  # an honest reload scores what memory did
+
+    monkeypatch.setattr(wsq, "load", garbled)  # every file reloads garbled
+    out2 = tmp_path / "o2"
+    assert cli.main(["compress", spec, *_SMALL, "--out", str(out2)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "loaded back from its bytes" in line and "nothing written" in line, line
+    assert not out2.exists()

@@ -1,5 +1,5 @@
 """The pipeline of ``wsq compress`` (see wsq.cli): both methods at one tolerance, the table, the
-all-or-nothing writes into --out."""
+chosen file re-scored from its own bytes, the all-or-nothing writes into --out."""
 
 from __future__ import annotations
 
@@ -295,16 +295,19 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         if method in parts:
             rows += parts[method]["rows"]
 
-    # the chosen file: the smallest with the chosen coder (all passed the validation bar)
-    cands = [it for p in parts.values() for it in p["candidates"]]
-    best = min(cands, key=lambda it: (it[opts["coder"]]["file_bytes"], -it["val"]))
+    # the chosen file: the smallest with the chosen coder (all passed the validation bar in memory)
+    cands = sorted(
+        (it for p in parts.values() for it in p["candidates"]),
+        key=lambda it: (it[opts["coder"]]["file_bytes"], -it["val"]),
+    )
     res = parts["uniform"]["search"] if "uniform" in parts else None
     names = ["model.wsq", "summary.json"]
     if res is not None:
         names[1:1] = ["front.csv", "front.json", "front.png"]
     tmp = tempfile.mkdtemp(dir=out, prefix=".wsq-tmp-")
     try:
-        wsq.save(best["model"], os.path.join(tmp, "model.wsq"), coder=opts["coder"])
+        floor = base_val - opts["tolerance"]
+        best, reloaded, rejected = _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say)
         size = os.path.getsize(os.path.join(tmp, "model.wsq"))
         if res is not None:
             res.to_csv(os.path.join(tmp, "front.csv"))
@@ -325,9 +328,11 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
             "grid": [{k: v for k, v in it.items() if k != "model"}
                      for it in parts.get("grid", {}).get("candidates", [])],
             "chosen": {"method": best["method"], "k": best["k"], "n_bins": best["n_bins"],
-                       "val": best["val"], "test": best["test"], "file": path,
+                       "val": best["val"], "val_reloaded": reloaded, "test": best["test"],
+                       "file": path,
                        "file_bytes": size, "original_bytes": original, "cr": original / size,
                        "coder": opts["coder"]},
+            "rejected_on_reload": rejected,
             "files": {n: os.path.join(out, n) for n in names},
             "seconds": time.perf_counter() - t_start,
         }  # fmt: skip
@@ -338,8 +343,70 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         with open(os.path.join(tmp, "summary.json"), "w") as f:
             json.dump(_json_safe(summary), f, indent=1, allow_nan=False)
             f.write("\n")
-        for n in names:
-            os.replace(os.path.join(tmp, n), os.path.join(out, n))
+        try:
+            _publish(tmp, out, names)
+        except OSError as e:
+            raise CliError(
+                f"cannot move the results into --out {out!r}: {e.strerror or e}; it holds what it "
+                "held before this run"
+            ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+# Everything `wsq compress` writes into --out: a run replaces all of them (one that it does not
+# write this time, e.g. front.* before a --method grid run, is removed), other files stay.
+OUTPUTS = ("model.wsq", "front.csv", "front.json", "front.png", "summary.json")
+
+
+def _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say):
+    """Save the smallest candidate into tmp/model.wsq, load it back from those bytes into the
+    SPEC's architecture and score it: the file is kept only if the loaded model is within the
+    tolerance (the candidates were scored in memory). Else the next smallest, and so on.
+    Returns (candidate, its reloaded score, the rejected ones)."""
+    import wsq
+
+    path = os.path.join(tmp, "model.wsq")
+    rejected = []
+    for it in cands:
+        wsq.save(it["model"], path, coder=opts["coder"])
+        got = val_of(wsq.load(path, spec.model).model)
+        if got >= floor:
+            return it, got, rejected
+        rejected.append({"method": it["method"], "k": it["k"], "n_bins": it["n_bins"],
+                         "val": it["val"], "val_reloaded": got,
+                         "file_bytes": os.path.getsize(path)})  # fmt: skip
+        say(f"{it['method']} file of {os.path.getsize(path)} bytes scores {got:.6g} when loaded "
+            f"back from its bytes (in memory {it['val']:.6g}), below {floor:.6g}: not kept")  # fmt: skip
+    worst = rejected[0]
+    raise CliError(
+        f"no compressed file kept its score when loaded back from its bytes ({len(rejected)} "
+        f"tried; the smallest: {worst['val_reloaded']:.6g} reloaded vs {worst['val']:.6g} in "
+        f"memory, below baseline - --tolerance = {floor:.6g}); nothing written"
+    )
+
+
+def _publish(staging: str, out: str, names: list[str]) -> None:
+    """Move the staged files into out as a whole: an earlier run's outputs (OUTPUTS) are set
+    aside first and dropped only once every new file is in place; a failure part-way puts them
+    back, so out holds either the earlier run's files or this run's, never a mix."""
+    backup = tempfile.mkdtemp(dir=out, prefix=".wsq-old-")
+    old = [n for n in OUTPUTS if os.path.lexists(os.path.join(out, n))]
+    moved: list[str] = []
+    placed: list[str] = []
+    try:
+        for n in old:
+            os.replace(os.path.join(out, n), os.path.join(backup, n))
+            moved.append(n)
+        for n in names:
+            os.replace(os.path.join(staging, n), os.path.join(out, n))
+            placed.append(n)
+    except BaseException:
+        for n in placed:
+            os.replace(os.path.join(out, n), os.path.join(staging, n))
+        for n in moved:
+            os.replace(os.path.join(backup, n), os.path.join(out, n))
+        os.rmdir(backup)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

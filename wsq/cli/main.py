@@ -3,11 +3,14 @@
 ``wsq compress`` runs wsq's methods on one model at the same tolerance: the baseline, a k=1024
 binning (the paper's "Random UB" row), the uniform method (NSGA-II search over k, the merge of the
 best front solutions, entropy coding) and the grid method (wsq.tune: per-tensor steps on one shared
-grid, plain and rate-aware); ``--method auto`` (default) keeps the smaller file. It prints the
-paper-style table with both methods' rows and writes summary.json, the chosen compressed file
-(model.wsq) and, when the uniform method ran, front.csv/json/png into --out (all at the end, so a
-failed run leaves --out as it was). Every decision (which solutions, which merges, which
-file) uses the validation evaluate only; the test evaluate is only reported.
+grid, plain and rate-aware); ``--method auto`` (default) keeps the smaller file, once it has been
+loaded back from its own bytes and scored within the tolerance (else the next smaller). It prints
+the paper-style table with both methods' rows and writes summary.json, the chosen compressed file
+(model.wsq) and, when the uniform method ran, front.csv/json/png into --out, as a whole at the end:
+a failed run leaves --out as it was, and a run replaces every output of an earlier one (front.*
+of a uniform run does not stay beside a later grid-only result); other files in --out stay.
+Every decision (which solutions, which merges, which file) uses the validation evaluate only; the
+test evaluate is only reported.
 
 Exit codes: 0 success; 1 ``wsq info`` found a defective file; 2 usage errors (a bad SPEC, an
 unwritable --out, a missing extra, a tolerance never reached), each reported as one short line on
