@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -224,9 +225,14 @@ def test_best(result):
         result.best(max_drop="0")
 
 
-def test_progress_bar(cnn, acc, capsys):
+def test_progress_bar(cnn, acc, capsys, monkeypatch):
     search(cnn, acc, seed=1, pop_size=8, generations=2, progress=False)
     assert capsys.readouterr().err == ""
+    # progress=True draws on a terminal only: a log or a pipe (pytest's capture) gets no
+    # carriage-return updates
+    search(cnn, acc, seed=1, pop_size=8, generations=2, progress=True)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     search(cnn, acc, seed=1, pop_size=8, generations=2, progress=True)
     err = capsys.readouterr().err
     assert "front=" in err and "best=" in err and "2/2" in err
