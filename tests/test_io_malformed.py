@@ -9,9 +9,12 @@ over 1 s, no allocation sized by the file's claims.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import time
 import tracemalloc
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,6 +25,7 @@ from torch import nn
 import wsq
 from wsq import io as wio
 from wsq import ops
+from wsq.cli.main import main as cli
 
 # A defect must be rejected quickly: at most 1 s of CPU (the reliability target; CPU time, so a
 # loaded machine cannot fail the check) and 10 s of wall clock (a blocking hang burns no CPU).
@@ -352,15 +356,15 @@ def _bomb(h, area):
 
 CASES = {
     # container
-    "empty file": (lambda d: b"", ["shorter than the 8-byte"]),
-    "7 bytes": (lambda d: d[:7], ["shorter than the 8-byte"]),
+    "empty file": (lambda d: b"", ["is not a wsq file", "shorter than the 8-byte"]),
+    "7 bytes": (lambda d: d[:7], ["is not a wsq file", "shorter than the 8-byte"]),
     "header length over cap": (
         lambda d: (200 << 20).to_bytes(8, "little") + d[8:],
         ["header length", "cap"],
     ),
     "header length past EOF": (
         lambda d: (len(d)).to_bytes(8, "little") + d[8:],
-        ["runs past the end"],
+        ["is truncated (", "runs past the end"],
     ),
     "header not UTF-8": (_header_text(b'{"a":"\xff\xfe"}  '), ["not UTF-8"]),
     "header not JSON": (_header_text(b'{"a": [1, 2}   '), ["header is not valid JSON"]),
@@ -375,10 +379,13 @@ CASES = {
         _header_text(b'{"x":[1.5,8e999]}'),
         ["header", "overflows a float"],
     ),
-    "no __metadata__": (_del(["__metadata__"], sign=False), ["no __metadata__"]),
+    "no __metadata__": (
+        _del(["__metadata__"], sign=False),
+        ["is not a wsq file", "no __metadata__"],
+    ),
     "__metadata__ without wsq": (
         _del(["__metadata__", "wsq"]),
-        ["__metadata__", "missing field", "wsq"],
+        ["is not a wsq file", "__metadata__", "missing field", "wsq"],
     ),
     "__metadata__ value not string": (
         _set(["__metadata__", "wsq"], 5),
@@ -403,11 +410,16 @@ CASES = {
         _set(["fc.bias", "shape"], [1 << 62, 1 << 62, 4]),
         ["'fc.bias'", "needs"],
     ),
-    "offsets past data": (_shift_offsets("fc.bias", 0, 10**9), ["'fc.bias'", "data_offsets[1]"]),
+    "offsets past data": (
+        _shift_offsets("fc.bias", 0, 10**9),
+        ["is truncated (", "'fc.bias'", "data_offsets[1]"],
+    ),
     "offsets reversed": (_set(["fc.bias", "data_offsets"], [24, 0]), ["'fc.bias'", "before start"]),
     "offsets overlap": (_shift_offsets("fc.bias", -4, -4, b""), ["overlaps"]),
     "offsets gap": (_shift_offsets("fc.bias", 4, 4, b"\0\0\0\0"), ["gap"]),
-    "trailing bytes": (_edit(lambda h, a: a + b"\0" * 8), ["trailing bytes"]),
+    "trailing bytes": (_edit(lambda h, a: a + b"\0" * 8), ["8 trailing bytes"]),
+    "text file": (lambda d: b"# a README\n" * 20, ["is not a wsq file", "(text)"]),
+    "zip file": (lambda d: b"PK\x03\x04\x14\x00" + bytes(60), ["is not a wsq file", "zip archive"]),
     "undeclared tensor": (_edit(_add_tensor), ["undeclared", "extra"]),
     # wsq metadata
     "metadata not JSON": (
@@ -668,3 +680,109 @@ def test_model_dtype_mismatch(small, tmp_path):
         wsq.FormatError, match=r"dtypes do not match the model: .*fc\.weight: file F32 vs model F16"
     ):
         load_bytes(tmp_path, small[1], model=Tiny().half())
+
+
+# ----------------------------------------------------------------------------- what the user reads
+# A file that is not a wsq file says "not a wsq file" (not a header length of
+# 8577679922665300003); a cut file says "truncated (N of M bytes)", then the detail.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("f") / "m.wsq"
+    wsq.save(wsq.compress(_mlp(), 16), path)
+    return path.read_bytes()
+
+
+def _load_error(path: Path, data: bytes | None = None) -> str:
+    if data is not None:
+        path.unlink(missing_ok=True)
+        path.write_bytes(data)
+    with pytest.raises(wsq.FormatError) as e:
+        wsq.load(path, _mlp())
+    with pytest.raises(wsq.FormatError) as e2:
+        wsq.load_state_dict(path)
+    assert str(e.value) == str(e2.value)
+    return str(e.value)
+
+
+def test_readme_is_not_a_wsq_file():
+    msg = _load_error(ROOT / "README.md")
+    assert "'README.md' is not a wsq file" in msg or "README.md' is not a wsq file" in msg, msg
+    assert "header length" not in msg and "exceeds" not in msg, msg
+    assert "text" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "kind, make, words",
+    [
+        ("torch.save", None, ["zip archive", "torch.save"]),
+        ("pickle", lambda: pickle.dumps({"w": [1.0, 2.0]}, protocol=4), ["pickle"]),
+        ("empty", lambda: b"", ["0 bytes"]),
+        ("zeros", lambda: bytes(64), ["does not begin with a safetensors header"]),
+        ("text", lambda: b"hello, this is plain text\n" * 4, ["text"]),
+    ],
+)
+def test_other_files_are_not_wsq_files(tmp_path, kind, make, words):
+    path = tmp_path / f"{kind}.bin"
+    if make is None:
+        torch.save(_mlp().state_dict(), path)
+        data = None
+    else:
+        data = make()
+    msg = _load_error(path, data)
+    assert "is not a wsq file" in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_safetensors_of_another_tool_is_not_a_wsq_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file(_mlp().state_dict(), str(path))
+    msg = _load_error(path)
+    assert "is not a wsq file" in msg and "__metadata__" in msg, msg
+    save_file(_mlp().state_dict(), str(path), metadata={"format": "pt"})
+    msg = _load_error(path)
+    assert "is not a wsq file" in msg and "'wsq'" in msg, msg
+
+
+def test_truncated_files_say_truncated_n_of_m_bytes(saved, tmp_path):
+    size = len(saved)
+    hlen = int.from_bytes(saved[:8], "little")
+    path = tmp_path / "cut.wsq"
+    seen = set()
+    for n in range(size):
+        msg = _load_error(path, saved[:n])
+        if n < 8:
+            assert "is not a wsq file" in msg and f"{n} bytes" in msg, (n, msg)
+            kind = "short"
+        elif n < 8 + hlen:
+            assert f"is truncated ({n} of at least {8 + hlen} bytes)" in msg, (n, msg)
+            assert "the header itself is cut" in msg, msg
+            kind = "header"
+        else:
+            assert f"is truncated ({n} of {size} bytes): tensor " in msg, (n, msg)
+            assert re.search(r"data_offsets\[1\] \d+ is past the end", msg), msg
+            kind = "data"
+        seen.add(kind)
+    assert seen == {"short", "header", "data"}
+
+
+def test_a_file_with_trailing_bytes_is_not_called_truncated(saved, tmp_path):
+    msg = _load_error(tmp_path / "long.wsq", saved + b"\0" * 8)
+    assert "8 trailing bytes" in msg and "truncat" not in msg, msg
+
+
+def test_wsq_info_names_the_defect(tmp_path, capsys):
+    assert cli(["info", str(ROOT / "README.md")]) == 1
+    err = capsys.readouterr().err
+    assert "DEFECT" in err and "is not a wsq file" in err, err
