@@ -33,7 +33,7 @@ import torch.nn as tnn
 from wsq.core.binning import _check_bound, _check_k
 from wsq.core.compressed import Compressed, QuantizedParam, _assemble
 from wsq.core.pool import Pool, PoolEntry, collect_pool
-from wsq.kernels import ops
+from wsq.core.streaming import ModelSource, uniform_parts
 
 __all__ = ["PoolEntry", "Pool", "collect_pool", "QuantizedParam", "Compressed", "compress"]
 
@@ -55,7 +55,8 @@ def compress(
 
     Pools the eligible parameters (see :func:`collect_pool`), splits [lo, hi] (default: the pool's
     range) into k equal bins, replaces each weight by its bin's mean and packs each tensor's
-    indices at ceil(log2 n) bits. The returned ``.model`` is a new module (the input is untouched,
+    indices at the width of the bins it uses, one tensor at a time (wsq.core.streaming: no copy
+    of the pool; beyond the model, memory holds the packed indices and one tensor's unpacked ones). The returned ``.model`` is a new module (the input is untouched,
     and its compressed weights are never copied densely) whose owners of compressed parameters
     are wsq.nn layers sharing one lookup table.
 
@@ -74,14 +75,10 @@ def compress(
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"lo must be < hi, got lo={lo}, hi={hi}")
     pool = collect_pool(model, include=include, exclude=exclude, min_dims=min_dims)
-    flat = pool.flat()
-    b = pool.bin(flat, k, lo=lo, hi=hi)
-    del flat
-    bits = b.bits
-    idx = b.indices.reshape(-1)
-    packed = {e.name: ops.pack(idx[e.offset : e.offset + e.numel], bits) for e in pool.entries}
-    codebook, lo32, hi32 = b.codebook, b.lo, b.hi
-    del idx, b  # the raw indices are no longer needed once packed
+    u = uniform_parts(ModelSource(pool), k, lo=lo, hi=hi)
+    parts = {e.name: part for e, part in zip(pool.entries, u.parts, strict=True)}
+    u.parts = None  # the model takes them over
     return _assemble(
-        model, codebook, bits, packed, None, k=k, lo=lo32, hi=hi32, skipped=pool.skipped
-    )
+        model, u.codebook, u.bits, parts, None, k=k, lo=u.lo, hi=u.hi, skipped=pool.skipped,
+        narrowed=True,
+    )  # fmt: skip

@@ -134,9 +134,14 @@ def _assemble(
     lo: float | None,
     hi: float | None,
     skipped: list[tuple[str, str]],
+    narrowed: bool = False,
 ) -> Compressed:
     """Copy `template` without its compressed parameters, swap their owners to wsq modules, fill the
-    rest from `rest_state` (None: keep the template's values, as compress does)."""
+    rest from `rest_state` (None: keep the template's values, as compress does).
+
+    With ``narrowed`` the values of `packed_by_name` are ``(packed, table)`` pairs already at each
+    tensor's own width (what wsq.core.streaming and the grid build one tensor at a time): they are
+    held as given, without a pass over the indices."""
     if not isinstance(template, tnn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(template).__name__}")
     codebook, bits = _check_codebook(codebook, bits)
@@ -161,19 +166,23 @@ def _assemble(
             )
         names, objs = groups[gi]
         p = objs[0]
+        table = None
+        if narrowed:
+            t, table = t
         if not isinstance(t, Tensor) or t.dtype != torch.uint8:
             raise FormatError(f"{n}: packed indices must be a uint8 tensor")
         if not p.is_floating_point():
             raise FormatError(
                 f"{n}: model parameter is {p.dtype}, only floating-point ones are compressed"
             )
-        need = ops.packed_bytes(p.numel(), bits)
+        width = bits if table is None else wnn.table_bits(table)
+        need = ops.packed_bytes(p.numel(), width)
         if t.numel() != need:
             raise FormatError(
-                f"{n}: {t.numel()} bytes of packed indices; shape {tuple(p.shape)} at {bits} bits "
-                f"needs {need}"
+                f"{n}: {t.numel()} bytes of packed indices; shape {tuple(p.shape)} at {width} "
+                f"bits needs {need}"
             )
-        chosen[gi] = t.reshape(-1)
+        chosen[gi] = t.reshape(-1) if table is None else (t.reshape(-1), table)
     qnames = {n for gi in chosen for n in groups[gi][0]}
     rest_keys = [n for n in state_keys if n not in qnames]
     if rest_state is not None:
@@ -199,11 +208,16 @@ def _assemble(
     for gi in sorted(chosen):
         names, objs = groups[gi]
         p = objs[0]
-        dev = chosen[gi].device if p.is_meta else p.device
+        src = chosen[gi][0] if narrowed else chosen[gi]
+        dev = src.device if p.is_meta else p.device
         # each tensor at the width of the values it uses; tied owners share both tensors
-        packed, table = _narrow(
-            chosen[gi].to(dev), p.numel(), bits, identity, codebook, all_used=False
-        )
+        if narrowed:
+            packed, table = (t.to(dev) for t in chosen[gi])
+        else:
+            packed, table = _narrow(
+                chosen[gi].to(dev), p.numel(), bits, identity, codebook, all_used=False
+            )
+        chosen[gi] = None  # the caller's copy may go as soon as the model holds its own
         first = None
         for n in names:
             mod, attr = _resolve(model, n)
@@ -471,6 +485,19 @@ class Compressed:
             if id(t) not in done:
                 done.add(id(t))
                 t[: m.numel()].copy_(values[m.to(torch.int64)])
+
+    def _set_part(self, i: int, packed: Tensor, table: Tensor) -> None:
+        """Hold group i's weights as `packed` at the width of `table`, in place (the tensor objects
+        stay, so tied owners keep sharing them): how a search's working copy takes a candidate
+        one tensor at a time. Call :meth:`_parts_changed` once all groups are written."""
+        g = self._groups[i]
+        dev = g.packed().device
+        with torch.no_grad():
+            g.packed().set_(packed.reshape(-1).to(dev))
+            g.table().set_(table.to(dev))
+
+    def _parts_changed(self) -> None:
+        self._state.version += 1  # derived codebook, maps, sizes are dropped
 
     # ------------------------------------------------------------------ parts
 

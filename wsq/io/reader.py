@@ -114,16 +114,26 @@ def _decode(h: _Header, q: _QEntry, stream: bytearray) -> np.ndarray:
     return sym
 
 
-def _parse(
+def _parse(path, *, model_state, max_elements):
+    """:func:`_parse_streams` with every stream decoded -> header, codebook, symbols, plain."""
+    h, codebook, streams, plain = _parse_streams(
+        path, model_state=model_state, max_elements=max_elements
+    )
+    symbols = {q.name: _decode(h, q, streams.pop(q.name)) for q in h.quantized}
+    return h, codebook, symbols, plain
+
+
+def _parse_streams(
     path,
     *,
     model_state: dict[str, tuple[tuple[int, ...], torch.dtype]] | None,
     max_elements: int | None,
 ):
-    """Validate a file completely (decoding every stream) -> header, codebook, symbols, plain.
+    """Validate a file's header, codebook, plain tensors and stream checksums -> header, codebook,
+    streams (coded bytes by name: decode each with :func:`_decode`, one at a time), plain.
 
     model_state: the target model's state names -> (shape, dtype), matched before any stream is
-    decoded; without it, the total element count is capped by max_elements.
+    read; without it, the total element count is capped by max_elements.
     """
     _little_endian_only()
     path = os.fspath(path)
@@ -148,8 +158,7 @@ def _parse(
         codebook = _read_codebook(f, h)
         plain = _read_plain(f, h)
         streams = _read_streams(f, h)
-    symbols = {q.name: _decode(h, q, streams.pop(q.name)) for q in h.quantized}
-    return h, codebook, symbols, plain
+    return h, codebook, streams, plain
 
 
 def _match_model(
@@ -229,10 +238,10 @@ def load_state_dict(
     raises wsq.FormatError naming the tensor or field.
     """
     max_elements = _check_max_elements(max_elements)
-    h, codebook, symbols, plain = _parse(path, model_state=None, max_elements=max_elements)
+    h, codebook, streams, plain = _parse_streams(path, model_state=None, max_elements=max_elements)
     out: dict[str, torch.Tensor] = dict(plain)
     for q in h.quantized:
-        dense = _dense(codebook, symbols.pop(q.name), q)
+        dense = _dense(codebook, _decode(h, q, streams.pop(q.name)), q)
         for s in q.names:
             out[s] = dense
     return dict(sorted(out.items()))
@@ -248,14 +257,14 @@ def load(path: str | os.PathLike, model: torch.nn.Module) -> Any:
     `model` itself is not modified (the result is built from a copy without its compressed
     parameters), so its own dense weights stay allocated while the caller holds it: build it on the
     meta device (with real non-persistent buffers) to never hold dense weights. Beyond `model`,
-    loading holds the packed indices and, while decoding, the decoded indices (below the
-    dense bytes; tests/test_io_memory.py).
+    loading holds the coded streams, the packed indices and one tensor's decoded indices at a time
+    (tests/test_io_memory.py, tests/test_scale.py).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     state = {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict(keep_vars=True).items()}
-    h, codebook, symbols, plain = _parse(path, model_state=state, max_elements=None)
+    h, codebook, streams, plain = _parse_streams(path, model_state=state, max_elements=None)
     packed = {}
-    for q in h.quantized:
-        packed[q.name] = ops.pack(_index_tensor(symbols.pop(q.name)), h.bits)
+    for q in h.quantized:  # one stream decoded at a time: its symbols live until packed
+        packed[q.name] = ops.pack(_index_tensor(_decode(h, q, streams.pop(q.name))), h.bits)
     return Compressed.from_parts(model, codebook, h.bits, packed, plain, k=h.k, lo=h.lo, hi=h.hi)
