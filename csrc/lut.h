@@ -69,5 +69,10 @@ void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy);
 
+// One x row at b = 1, 2 (lut_nibble_avx512.cpp); false where it does not apply (other widths, rows
+// not starting on byte boundaries), and the caller takes its general path.
+bool gemv_nibble_avx512(const Packed& w, const float* x, int64_t K, int64_t N, const float* bias,
+                        float* y);
+
 }  // namespace lut_detail
 }  // namespace wsq

@@ -27,33 +27,6 @@ WSQ_T inline __mmask16 lanes(int64_t r) {
   return r >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u);
 }
 
-// Runtime-width index extraction for a 16-index group: lane i starts at bit i*b of the group and
-// straddles at most two 32-bit words (b <= 16), picked with vpermd and joined with variable shifts
-// (a shift count of 32 yields 0, which handles lanes that sit in one word).
-struct Windows {
-  __m512i lo, hi, sr, sl, mask;
-  WSQ_T explicit Windows(int bits) {
-    alignas(64) int32_t a[16], b[16], c[16], d[16];
-    for (int i = 0; i < 16; ++i) {
-      const int bit = i * bits;
-      a[i] = bit >> 5;
-      b[i] = a[i] + 1;
-      c[i] = bit & 31;
-      d[i] = 32 - c[i];
-    }
-    lo = _mm512_load_si512(a);
-    hi = _mm512_load_si512(b);
-    sr = _mm512_load_si512(c);
-    sl = _mm512_load_si512(d);
-    mask = _mm512_set1_epi32((1 << bits) - 1);
-  }
-  WSQ_T __m512i operator()(const uint8_t* g) const {
-    const __m512i v = _mm512_loadu_si512(g);
-    const __m512i l = _mm512_permutexvar_epi32(lo, v), h = _mm512_permutexvar_epi32(hi, v);
-    return _mm512_and_si512(_mm512_or_si512(_mm512_srlv_epi32(l, sr), _mm512_sllv_epi32(h, sl)), mask);
-  }
-};
-
 // b = 1..4: 16 indices per group; the table is replicated to 16 entries (t[j] = table[j mod 2^b])
 // so vpermps, which reads the low 4 bits of each lane, ignores the neighbours' bits left above.
 template <int B>
@@ -61,13 +34,12 @@ struct Small {
   static constexpr int kL = 16;
   __m512 t;
   __m512i sh;
-  Windows win;
-  WSQ_T explicit Small(const Packed& w) : win(B) {
+  WSQ_T explicit Small(const Packed& w) {
     alignas(64) float tt[16];
     alignas(64) int32_t s[16];
     for (int j = 0; j < 16; ++j) {
       tt[j] = w.table[j & ((1 << B) - 1)];
-      s[j] = j * B;
+      s[j] = j * B;  // b = 3: the multishift control, byte 0 of lane j (bit offset in its qword)
     }
     t = _mm512_load_ps(tt);
     sh = _mm512_load_si512(s);
@@ -77,12 +49,12 @@ struct Small {
     if constexpr (B == 4) {  // byte i holds indices 2i (low nibble) and 2i+1: interleave nibbles
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g));
       idx = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, _mm_srli_epi16(b, 4)));
-    } else if constexpr (B == 3) {
-      idx = win(g);
+    } else if constexpr (B == 3) {  // 48 bits: lane i's byte 0 gets bits 3i..3i+7 (vpmultishiftqb)
+      const __m128i u = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g));
+      idx = _mm512_multishift_epi64_epi8(sh, _mm512_broadcastq_epi64(u));  // vpbroadcastq from memory
     } else {  // 16 or 32 bits: one broadcast word, lane i shifted right by i*b
-      uint32_t u;
-      std::memcpy(&u, g, 4);
-      idx = _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(u)), sh);
+      const __m128i u = _mm_loadu_si32(g);
+      idx = _mm512_srlv_epi32(_mm512_broadcastd_epi32(u), sh);
     }
     o[0] = _mm512_permutexvar_ps(idx, t);
   }
@@ -276,7 +248,9 @@ constexpr int kStreamAhead = 4096;
 template <class D, int MB>
 WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
                 int64_t n1, const float* bias, float* y, int64_t ldy) {
-  constexpr int L = D::kL, V = L / 16, U = L >= 32 ? 1 : 32 / L, UV = U * V;
+  // One x row: 64 weights a step in 4 accumulators, so the fma chains (4 cycles each) do not
+  // bound 16-index decoders (b = 3 ran 1.45x slower than b = 4 with 2 chains, AMD Zen 5).
+  constexpr int L = D::kL, V = L / 16, W = MB == 1 ? 64 : 32, U = L >= W ? 1 : W / L, UV = U * V;
   constexpr int A = MB == 1 ? UV : (MB == 2 ? 2 : 1);
   const D d = dref;  // a local copy lets the compiler keep the table in registers
   const int64_t kc = row_chunk(MB, K), safe = safe_start(w);
@@ -470,6 +444,7 @@ int64_t gather_avx512(const Packed& w, int64_t num_rows, int64_t row_len, const 
 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy) {
+  if (M == 1 && gemv_nibble_avx512(w, x, K, N, bias, y)) return;
   if (w.bits == 4 && M == 1 && K % 32 == 0) {
     const std::vector<float> xp = permute_groups32(x, K, nib4_perm);
     for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(w.table, w.p, xp.data(), K, n0, n1, bias, y); });

@@ -166,6 +166,8 @@ SHAPES = [
     (65, 3, 53),
     (1, 4096, 33),  # K % 32 == 0 at one x row: the AVX2 4-bit GEMV with x permuted per call
     (1, 96, 7),
+    (1, 1000, 37),  # b = 1, 2: the nibble-table GEMV, its last 64-byte chunk of a row masked
+    (1, 2048, 70),  # ... b = 2 at its K limit, 16-row blocks and a partial one
 ]
 
 
@@ -199,7 +201,7 @@ def test_lut_matmul_eye_gives_weight_exactly(isa, bits):
         assert torch.equal(y.T, cb[idx].reshape(n, k))
 
 
-@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12])
 def test_lut_gemv_one_hot_x_reads_each_column_exactly(isa, bits):
     # x = e_j gives column j of W bit for bit: catches any slot of a decoded group summed against
     # the wrong x element (the AVX2 and AVX-512 4-bit GEMVs reorder x to their decoders' lane order)
