@@ -21,6 +21,8 @@ __all__ = [
     "CAP_ENV",
     "add_cap_argument",
     "cap_all",
+    "int4_weight_only",
+    "int8_weight_only",
 ]
 
 # The knobs that cap each contender's instruction set: wsq's kernels, ATen's vectorised CPU ops,
@@ -124,3 +126,47 @@ def reset_peak() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+# ----------------------------------------------------------------------------- CPU peers
+# The weight-only kernels a CPU user of torch picks, shared by cpu_kernels.py and decode.py. Each
+# builder takes the dense (N, K) float32 weight and returns y = f(x) for float32 x (M, K).
+
+INT4_GROUP = 128
+
+
+def int4_weight_only(w):
+    """torch's int4 weight-only CPU kernel (aten._weight_int4pack_mm_for_cpu: the layout torchao's
+    int4 weight-only config uses on x86), asymmetric per group of 128 along K, bf16 activations
+    and scales. K must be a multiple of 128."""
+    import torch
+
+    n, k = w.shape
+    wg = w.float().reshape(n, k // INT4_GROUP, INT4_GROUP)
+    lo, hi = wg.amin(-1), wg.amax(-1)
+    scale = (hi - lo).clamp_min(1e-8) / 15
+    q = ((wg - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+    zero = lo + 8 * scale  # the kernel dequantizes (q - 8) * scale + zero
+    sz = torch.stack([scale.t(), zero.t()], -1).to(torch.bfloat16).contiguous()  # (K/128, N, 2)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(n, k), 1)
+
+    def f(x):
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.to(torch.bfloat16), packed, INT4_GROUP, sz
+        )
+
+    return f
+
+
+def int8_weight_only(w):
+    """torch's int8 weight-only kernel (aten._weight_int8pack_mm), symmetric per output channel,
+    float32 activations."""
+    import torch
+
+    scale = w.float().abs().amax(1).clamp_min(1e-12) / 127
+    q = (w.float() / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+
+    def f(x):
+        return torch.ops.aten._weight_int8pack_mm(x, q, scale)
+
+    return f
