@@ -139,6 +139,15 @@ def test_default_compress_writes_everything_and_prints_the_table(default_run, ca
     loaded = wsq.load(os.path.join(out, "model.wsq"), _digits.DigitsCNN())
     val = metrics.accuracy(_digits.splits(0)["val"])(loaded.model)
     assert val == pytest.approx(chosen["val"], abs=1e-12)
+    # in-memory bits beside file bits: the table's column, the chosen model's figures
+    assert "| mem bits" in text and "in memory" in text
+    mem = loaded.memory()
+    assert chosen["bits_memory"] == pytest.approx(mem["bits_memory"])
+    assert chosen["param_bytes_compressed"] == mem["param_bytes_compressed"]
+    assert {int(b): n for b, n in chosen["widths"].items()} == mem["widths"]
+    assert rows["Baseline"]["mem_bits"] == [32.0, 32.0]
+    for r in summary["rows"][1:]:
+        assert 1.0 <= r["mem_bits"][0] <= r["mem_bits"][1] < 32.0, r["method"]
 
 
 def test_info_reads_the_produced_file(default_run, capsys):
@@ -157,6 +166,15 @@ def test_info_reads_the_produced_file(default_run, capsys):
         "head.3.weight",
     }
     assert d["cr"] == pytest.approx(d["original_bytes"] / d["file_bytes"])
+    # what the loaded model holds: each tensor at the width of the values it uses
+    from wsq.examples import digits as _digits
+
+    loaded = wsq.load(path, _digits.DigitsCNN())
+    assert {t["name"]: t["bits_memory"] for t in d["quantized"]} == loaded.widths()
+    mem = loaded.memory()
+    assert d["memory_bytes"] == mem["param_bytes_compressed"]
+    assert d["memory_bits_per_weight"] == pytest.approx(mem["bits_memory"])
+    assert "values at" in text and "loaded:" in text
 
 
 def test_info_rejects_a_corrupted_copy(default_run, tmp_path, capsys):
@@ -245,6 +263,33 @@ def test_method_grid_only(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["model.wsq", "summary.json"]
     assert summary["chosen"]["val"] >= summary["baseline"]["val"] - 0.02
     assert summary["chosen"]["file_bytes"] == (out / "model.wsq").stat().st_size
+
+
+def test_prefer_picks_by_file_or_by_memory(tmp_path, capsys):
+    # --method grid gives two candidates (plain and rate-aware rounding): rate-aware codes smaller,
+    # plain rounding may hold fewer values per tensor; --prefer decides which is kept
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    picked = {}
+    for prefer in ("file", "memory"):
+        out = tmp_path / prefer
+        args = ["--method", "grid", "--tolerance", "0.02", "--grid-iters", "4", "--out", str(out)]
+        spec = f"{tmp_path}/my_spec.py:make"
+        assert cli.main(["compress", spec, "--json", "--prefer", prefer, *args]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        cands = summary["grid"]
+        assert len(cands) == 2 and summary["settings"]["prefer"] == prefer
+        if prefer == "file":
+            key = lambda c: (c["auto"]["file_bytes"], c["memory"]["param_bytes_compressed"])  # noqa: E731
+        else:
+            key = lambda c: (c["memory"]["param_bytes_compressed"], c["auto"]["file_bytes"])  # noqa: E731
+        best = min(cands, key=key)
+        picked[prefer] = summary["chosen"]
+        assert summary["chosen"]["file_bytes"] == best["auto"]["file_bytes"]
+        assert (
+            summary["chosen"]["param_bytes_compressed"] == best["memory"]["param_bytes_compressed"]
+        )
+    assert picked["memory"]["param_bytes_compressed"] <= picked["file"]["param_bytes_compressed"]
+    assert picked["file"]["file_bytes"] <= picked["memory"]["file_bytes"]
 
 
 def test_unwritable_out_is_one_line_exit_2(tmp_path, capsys):

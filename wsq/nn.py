@@ -59,6 +59,8 @@ __all__ = [
     "is_quantized",
     "quantize_module_",
     "table_bits",
+    "held_bytes",
+    "held_width",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -69,6 +71,18 @@ _PACKED = "_packed"
 def table_bits(table: Tensor) -> int:
     """Index width of a lookup table of 2**b entries (b = 1..16)."""
     return table.numel().bit_length() - 1
+
+
+def held_width(n_values: int) -> int:
+    """The index width a wsq layer holds a tensor taking `n_values` distinct values at."""
+    return ops.bits_for(max(1, n_values))
+
+
+def held_bytes(numel: int, n_values: int) -> int:
+    """Bytes a wsq layer holds for a tensor of `numel` weights taking `n_values` distinct values:
+    its indices packed at b = held_width(n_values) bits plus its 2**b float32 table."""
+    bits = held_width(n_values)
+    return ops.packed_bytes(numel, bits) + (4 << bits)
 
 
 class ModelState:

@@ -37,7 +37,7 @@ def _row(method: str, items: list[dict]) -> dict:
     return {
         "method": method,
         "count": len(items),
-        **{k: rng(k) for k in ("val", "test", "k", "n_bins", "bits", "cr")},
+        **{k: rng(k) for k in ("val", "test", "k", "n_bins", "bits", "mem_bits", "cr")},
     }
 
 
@@ -50,7 +50,7 @@ def _fmt_range(r, fmt: str) -> str:
 
 def format_table(summary: dict) -> str:
     """The paper-style table of a ``wsq compress`` summary."""
-    cols = ["Method", "Val", "Test", "k", "shared values", "avg bits", "CR"]
+    cols = ["Method", "Val", "Test", "k", "shared values", "avg bits", "mem bits", "CR"]
     rows = []
     for r in summary["rows"]:
         rows.append(
@@ -61,6 +61,7 @@ def format_table(summary: dict) -> str:
                 _fmt_range(r["k"], "d"),
                 _fmt_range(r["n_bins"], "d"),
                 _fmt_range(r["bits"], ".2f"),
+                _fmt_range(r.get("mem_bits"), ".2f"),
                 _fmt_range(r["cr"], ".2f"),
             ]
         )
@@ -120,7 +121,8 @@ def _uniform(spec, opts, ctx, say, progress) -> dict:
     for s in chosen_set:
         c = res.compress(s)
         pre.append({"k": s.k, "n_bins": s.n_bins, "val": val_of(c.model), "test": test_of(c.model),
-                    "bits": float(c.bits), "cr": original / _fixed_bytes(c)})  # fmt: skip
+                    "bits": float(c.bits), "mem_bits": c.memory()["bits_memory"],
+                    "cr": original / _fixed_bytes(c)})  # fmt: skip
         m = merge(
             c, ctx["evaluate"], tolerance=tol, baseline=ctx["base_val"],
             max_evals=opts["merge_evals"], progress=progress,
@@ -132,14 +134,16 @@ def _uniform(spec, opts, ctx, say, progress) -> dict:
             f"{info['evaluations']} evaluations ({info['decisions']} pair decisions)"
         )
         item = {"method": "uniform", "k": s.k, "n_bins": info["n_after"], "val": val_of(m.model),
-                "test": test_of(m.model), "model": m, "merge": info}  # fmt: skip
+                "test": test_of(m.model), "model": m, "merge": info,
+                "memory": _memory(m)}  # fmt: skip
         for coder in ("huffman", "ans", opts["coder"]):
             item[coder] = _coded(m, coder)
         merged.append(item)
 
     def view(items, bits_of, cr_of):
         return [{"k": it["k"], "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-                 "bits": bits_of(it), "cr": cr_of(it)} for it in items]  # fmt: skip
+                 "bits": bits_of(it), "mem_bits": it["memory"]["bits_memory"],
+                 "cr": cr_of(it)} for it in items]  # fmt: skip
 
     rows = [_row("MO-UB front", pre)]
     rows.append(
@@ -158,6 +162,13 @@ def _uniform(spec, opts, ctx, say, progress) -> dict:
 def _coded(c, coder: str) -> dict:
     st = c.stats(coder)
     return {"bits": st["bits_entropy"], "file_bytes": st["file_bytes"], "cr": st["cr"]}
+
+
+def _memory(c) -> dict:
+    """What the loaded model holds (each tensor at its own width): the figures the summary keeps."""
+    m = c.memory()
+    keep = ("bits_memory", "param_bytes_compressed", "param_bytes_dense", "cr_memory", "widths")
+    return {k: m[k] for k in keep}
 
 
 def _grid(spec, opts, ctx, say) -> dict:
@@ -191,7 +202,7 @@ def _grid(spec, opts, ctx, say) -> dict:
         item = {"method": "grid", "label": label, "k": None, "rd": rd, "scale": info["scale"],
                 "n_bins": int(c.codebook.numel()), "val": ctx["val_of"](c.model),
                 "test": ctx["test_of"](c.model), "model": c,
-                "evaluations": info["evaluations"]}  # fmt: skip
+                "evaluations": info["evaluations"], "memory": _memory(c)}  # fmt: skip
         for coder in ("huffman", "ans", opts["coder"]):
             item[coder] = _coded(c, coder)
         say(
@@ -205,7 +216,8 @@ def _grid(spec, opts, ctx, say) -> dict:
     rows = [
         _row(f"{it['label']} + {coder_label}",
              [{"k": None, "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-               "bits": it[coder]["bits"], "cr": it[coder]["cr"]}])
+               "bits": it[coder]["bits"], "mem_bits": it["memory"]["bits_memory"],
+               "cr": it[coder]["cr"]}])
         for it in items
         for coder, coder_label in (("huffman", "Huffman"), ("ans", "ANS"))
     ]  # fmt: skip
@@ -264,10 +276,13 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         {"method": "Baseline", "val": base_val, "test": base_test, "k": None, "n_bins": n_weights,
          "bits": 8.0 * (original - sum(t.numel() * t.element_size()
                                        for t in ub.rest_state().values())) / n_weights,
+         "mem_bits": 8.0 * (original - sum(t.numel() * t.element_size()
+                                           for t in ub.rest_state().values())) / n_weights,
          "cr": 1.0},
         {"method": f"Random UB k={opts['k_max']}", "val": val_of(ub.model),
          "test": test_of(ub.model), "k": opts["k_max"], "n_bins": ub_stats["n_bins"],
-         "bits": float(ub.bits), "cr": original / _fixed_bytes(ub)},
+         "bits": float(ub.bits), "mem_bits": ub.memory()["bits_memory"],
+         "cr": original / _fixed_bytes(ub)},
     ]  # fmt: skip
     rows = [_row(r["method"], [r]) for r in rows]
     del ub
@@ -295,10 +310,18 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         if method in parts:
             rows += parts[method]["rows"]
 
-    # the chosen file: the smallest with the chosen coder (all passed the validation bar in memory)
+    # the chosen model (all passed the validation bar in memory): --prefer file, the smallest file
+    # with the chosen coder, ties to the smaller running model; memory, the other way round
+    def file_of(it):
+        return it[opts["coder"]]["file_bytes"]
+
+    def held_of(it):
+        return it["memory"]["param_bytes_compressed"]
+
+    order = (file_of, held_of) if opts["prefer"] == "file" else (held_of, file_of)
     cands = sorted(
         (it for p in parts.values() for it in p["candidates"]),
-        key=lambda it: (it[opts["coder"]]["file_bytes"], -it["val"]),
+        key=lambda it: (order[0](it), order[1](it), -it["val"]),
     )
     res = parts["uniform"]["search"] if "uniform" in parts else None
     names = ["model.wsq", "summary.json"]
@@ -331,7 +354,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
                        "val": best["val"], "val_reloaded": reloaded, "test": best["test"],
                        "file": path,
                        "file_bytes": size, "original_bytes": original, "cr": original / size,
-                       "coder": opts["coder"]},
+                       "coder": opts["coder"], **best["memory"]},
             "rejected_on_reload": rejected,
             "files": {n: os.path.join(out, n) for n in names},
             "seconds": time.perf_counter() - t_start,

@@ -51,24 +51,30 @@ def describe(path: str) -> dict:
     checksum verified, every stream decoded). Raises wsq.FormatError naming the defect."""
     import numpy as np
 
+    from wsq import nn as wnn
     from wsq.io import format as wfmt
     from wsq.io import reader
 
     h, codebook, symbols, plain = reader._parse(path, model_state=None, max_elements=None)
     size = os.path.getsize(path)
-    tensors, q_bytes, stream_bytes, numel_total = [], 0, 0, 0
+    tensors, q_bytes, stream_bytes, numel_total, held = [], 0, 0, 0, 0
     hist = np.zeros(h.n, dtype=np.int64)
     for q in h.quantized:
         sym = symbols.pop(q.name)
-        hist += np.bincount(sym.astype(np.int64), minlength=h.n)[: h.n]
+        own = np.bincount(sym.astype(np.int64), minlength=h.n)[: h.n]
+        hist += own
+        values = int((own > 0).sum())
         item = wfmt._itemsize(wfmt._DTYPES[q.dtype])
         q_bytes += q.numel * item
         stream_bytes += q.nbytes
         numel_total += q.numel
+        held += wnn.held_bytes(q.numel, values)
         tensors.append({"name": q.name, "tied": list(q.names[1:]), "shape": list(q.shape),
                         "dtype": q.dtype, "numel": q.numel, "coder": q.coder,
                         "stream_bytes": q.nbytes,
-                        "bits_per_weight": 8 * q.nbytes / q.numel if q.numel else 0.0})  # fmt: skip
+                        "bits_per_weight": 8 * q.nbytes / q.numel if q.numel else 0.0,
+                        "values": values,
+                        "bits_memory": wnn.held_width(values)})  # fmt: skip
     plain_bytes = sum(t.numel() * t.element_size() for t in plain.values())
     p = hist[hist > 0] / max(1, hist.sum())
     coders = sorted({t["coder"] for t in tensors})
@@ -88,6 +94,8 @@ def describe(path: str) -> dict:
         "quantized_weights": numel_total,
         "coders": coders,
         "avg_bits_per_weight": 8 * stream_bytes / numel_total if numel_total else 0.0,
+        "memory_bits_per_weight": 8 * held / numel_total if numel_total else 0.0,
+        "memory_bytes": held + plain_bytes,
         "entropy_bits_per_weight": float(-(p * np.log2(p)).sum()) if p.size > 1 else 0.0,
         "plain_tensors": len(plain),
         "plain_bytes": plain_bytes,
@@ -106,18 +114,21 @@ def format_info(d: dict) -> str:
         f"  {len(d['quantized'])} quantized tensors, {d['quantized_weights']} weights, coded at "
         f"{d['avg_bits_per_weight']:.3f} bits/weight (pooled-histogram entropy "
         f"{d['entropy_bits_per_weight']:.3f}; "
-        f"coders: {', '.join(d['coders']) or '-'})",
+        f"coders: {', '.join(d['coders']) or '-'}); loaded, they hold "
+        f"{d['memory_bits_per_weight']:.3f} bits/weight (each at its own index width)",
     ]
     w = max([len(t["name"]) for t in d["quantized"]] + [4])
     for t in d["quantized"]:
         tied = f"  (tied: {', '.join(t['tied'])})" if t["tied"] else ""
         lines.append(
             f"    {t['name']:<{w}}  {'x'.join(map(str, t['shape'])):>14} {t['dtype']:>4}  "
-            f"{t['coder']:<7} {t['stream_bytes']:>9} B  {t['bits_per_weight']:6.3f} b/w{tied}"
+            f"{t['coder']:<7} {t['stream_bytes']:>9} B  {t['bits_per_weight']:6.3f} b/w  "
+            f"{t['values']:>5} values at {t['bits_memory']:>2} bits{tied}"
         )
     lines.append(
         f"  {d['plain_tensors']} uncompressed tensors, {d['plain_bytes']} bytes; original "
-        f"{d['original_bytes']} bytes -> CR {d['cr']:.2f}x"
+        f"{d['original_bytes']} bytes -> CR {d['cr']:.2f}x; loaded: {d['memory_bytes']} bytes "
+        f"({d['original_bytes'] / d['memory_bytes']:.2f}x smaller)"
     )
     return "\n".join(lines)
 
@@ -205,14 +216,16 @@ def _cmd_compress(args) -> int:
         print(
             "avg bits and CR: fixed-width indices for Random UB, MO-UB and + Merge; entropy-coded "
             "file sizes for + Huffman, + ANS and the Grid rows (wsq.tune: per-tensor steps on one "
-            "shared grid, tuned to the tolerance)"
+            "shared grid, tuned to the tolerance); mem bits: bits per weight the loaded model "
+            "holds (each tensor's indices at its own width plus its table)"
         )
         for m, why in summary["failed"].items():
             print(f"method {m}: nothing within the tolerance ({why})")
         k = f"k={c['k']}, " if c["k"] is not None else ""
         print(
             f"saved {c['file']} (method {c['method']}): {k}{c['n_bins']} shared values, "
-            f"{c['file_bytes']} bytes (CR {c['cr']:.2f}x), val {c['val']:.4f}"
+            f"{c['file_bytes']} bytes (CR {c['cr']:.2f}x); in memory {c['bits_memory']:.2f} "
+            f"bits/weight ({c['cr_memory']:.2f}x smaller than dense), val {c['val']:.4f}"
             + (f", test {c['test']:.4f}" if c["test"] is not None else "")
         )
         print("also written: " + ", ".join(n for n in summary["files"] if n != "model.wsq"))
@@ -322,7 +335,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--method", choices=("auto", "grid", "uniform"),
         help="grid: per-tensor steps on one shared grid (wsq.tune); uniform: the paper's NSGA-II "
-        "over k + merge; auto (default): both, keep the smaller file",
+        "over k + merge; auto (default): both, keep the best by --prefer",
+    )  # fmt: skip
+    c.add_argument(
+        "--prefer", choices=("file", "memory"),
+        help="which model to keep among those within the tolerance: file (default): the smallest "
+        "file, ties to the smaller running model; memory: the smallest running model (bytes the "
+        "loaded model holds), ties to the smaller file",
     )  # fmt: skip
     c.add_argument("--grid-iters", type=int, help="grid: evaluations tuning each scale (10)")
     c.add_argument(

@@ -28,6 +28,7 @@ DEFAULTS = {
     "merge_top": 3,
     "merge_evals": None,
     "method": "auto",
+    "prefer": "file",
     "grid_iters": 10,
 }
 # Built-in specs bring settings that suit their size (flags given on the command line win).

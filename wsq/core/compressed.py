@@ -543,11 +543,8 @@ class Compressed:
         streams per pooled weight, as wsq.save writes them with `coder`), original_bytes (every
         parameter and persistent buffer a dense file holds, at the model's dtypes, tied once),
         file_bytes (exactly the size of ``wsq.save(self, path, coder=coder)``), cr = original_bytes /
-        file_bytes, n_skipped and skipped (names left out of the pool), param_bytes_dense and
-        param_bytes_compressed (memory of the model's parameters and buffers, dense vs as stored by
-        the compressed model: packed indices, tables, the rest), cr_memory (their ratio),
-        bits_memory (bits per pooled weight in memory: packed indices plus tables, each tensor at
-        its own width) and widths (index width -> pooled weights held at it).
+        file_bytes, n_skipped and skipped (names left out of the pool), and the keys of
+        :meth:`memory` (param_bytes_dense, param_bytes_compressed, cr_memory, bits_memory, widths).
         """
         if coder not in ("auto", "ans", "huffman"):
             raise ValueError(f"coder must be 'auto', 'ans' or 'huffman', got {coder!r}")
@@ -572,10 +569,6 @@ class Compressed:
                 rest_bytes += _nbytes(t)
         q_dense = sum(g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups)
         original = q_dense + rest_bytes
-        mem_dense, mem_comp, mem_lut = self._memory()
-        widths: dict[int, int] = {}
-        for g in self._groups:
-            widths[g.bits()] = widths.get(g.bits(), 0) + g.numel
         return {
             "n_weights": n_weights,
             "n_bins": int(self.codebook.numel()),
@@ -588,16 +581,18 @@ class Compressed:
             "cr": original / file_bytes,
             "n_skipped": len(self.pool_skipped),
             "skipped": [n for n, _ in self.pool_skipped],
-            "param_bytes_dense": mem_dense,
-            "param_bytes_compressed": mem_comp,
-            "bits_memory": 8 * mem_lut / n_weights,
-            "cr_memory": mem_dense / mem_comp,
-            "widths": {b: widths[b] for b in sorted(widths)},
+            **self.memory(),
         }
 
-    def _memory(self) -> tuple[int, int, int]:
-        """(dense bytes, compressed bytes, bytes of the packed indices and tables) of the model's
-        parameters and buffers, tied tensors once."""
+    def memory(self) -> dict:
+        """What the model holds in memory, without encoding anything (cheap).
+
+        Keys: param_bytes_dense and param_bytes_compressed (the model's parameters and buffers,
+        dense vs as the compressed model holds them: packed indices and tables, the rest, tied
+        tensors once), cr_memory (their ratio), bits_memory (bits per pooled weight in memory:
+        packed indices plus tables, each tensor at its own width) and widths (index width ->
+        pooled weights held at it).
+        """
         seen: set = set()
         lut_ids = {id(g.packed()) for g in self._groups} | {id(g.table()) for g in self._groups}
         comp = other = 0
@@ -612,4 +607,13 @@ class Compressed:
         dense = other + sum(
             g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups
         )
-        return dense, comp, comp - other
+        widths: dict[int, int] = {}
+        for g in self._groups:
+            widths[g.bits()] = widths.get(g.bits(), 0) + g.numel
+        return {
+            "param_bytes_dense": dense,
+            "param_bytes_compressed": comp,
+            "cr_memory": dense / comp,
+            "bits_memory": 8 * (comp - other) / self.n_weights,
+            "widths": {b: widths[b] for b in sorted(widths)},
+        }

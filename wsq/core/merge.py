@@ -282,7 +282,7 @@ def merge(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc="wsq merge", unit="eval", dynamic_ncols=True)
+        bar = tqdm(desc="wsq merge", unit="eval", dynamic_ncols=True, disable=None)  # tty only
     merger = _Merger(work, seg, evaluate, threshold, max_evals, bar)
     passes, stopped = 0, "converged"
     try:
