@@ -5,10 +5,12 @@ The model is transformers' ``LlamaForCausalLM`` built from a config with seeded 
 32000, untied head). Each variant generates ``--tokens`` new tokens greedily at batch 1 with the KV
 cache from the same prompt; the variants are timed round-robin (each repeat runs every variant once,
 so machine noise hits them alike), with the same torch/OpenMP thread count, and the median tokens/s
-is reported with its ratio to dense fp32.
+is reported with its ratios to dense fp32 and dynamic int8.
 
 Variants: ``fp32`` (the dense model), ``bf16`` (the same, cast), ``int8`` (torch's
 ``quantize_dynamic`` on every nn.Linear: fbgemm int8 weights, dynamic per-batch activation scales),
+``int4wo`` (every nn.Linear on aten._weight_int4pack_mm_for_cpu, group 128, bf16 activations: the
+CPU layout of torchao's int4 weight-only), ``int8wo`` (aten._weight_int8pack_mm, fp32 activations),
 ``wsq4`` / ``wsq8`` (``wsq.compress`` with k = 16 / 256 over every 2-D weight, embeddings and head
 included: 4- / 8-bit packed indices into one codebook; Linear layers run the fused LUT kernel).
 
@@ -50,6 +52,8 @@ from _targets import decode_targets
 from _timing import (
     add_cap_argument,
     cap_all,
+    int4_weight_only,
+    int8_weight_only,
     machine,
     print_table,
     reset_peak,
@@ -59,7 +63,34 @@ from _timing import (
 
 import wsq
 
-VARIANTS = ("fp32", "bf16", "int8", "wsq4", "wsq8")
+VARIANTS = ("fp32", "bf16", "int8", "int4wo", "int8wo", "wsq4", "wsq8")
+WEIGHT_ONLY = {"int4wo": int4_weight_only, "int8wo": int8_weight_only}
+
+
+class _WeightOnly(nn.Module):
+    """An nn.Linear run by one of torch's weight-only kernels (bench/_timing.py); the packed weight
+    lives in the kernel's closure, so the memory columns do not count it."""
+
+    def __init__(self, lin: nn.Linear, make) -> None:
+        super().__init__()
+        self.f = make(lin.weight.detach())
+        self.bias = lin.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.f(x.reshape(-1, x.shape[-1]).float()).float()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def _swap_linears(model: nn.Module, make) -> nn.Module:
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(mod, child_name, _WeightOnly(child, make))
+    return model
+
+
 WSQ_K = {"wsq4": 16, "wsq8": 256}
 
 
@@ -93,6 +124,9 @@ def build_variant(name: str, dense: nn.Module, *, inplace: bool = False):
         warnings.filterwarnings("ignore", message=".*deprecated.*")  # torch.ao's notices
         src = dense if inplace else copy.deepcopy(dense)
         return torch.ao.quantization.quantize_dynamic(src, {nn.Linear}, dtype=torch.qint8), None
+    if name in WEIGHT_ONLY:
+        src = dense if inplace else copy.deepcopy(dense)
+        return _swap_linears(src, WEIGHT_ONLY[name]), None
     if name in WSQ_K:
         c = wsq.compress(dense, WSQ_K[name])
         c.model.generation_config = copy.deepcopy(dense.generation_config)
@@ -300,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
             "bits": bits[v],
             "tokens/s": tps,
             "x fp32": tps / base_tps,
+            "x int8": tps * statistics.median(times["int8"]) / args.tokens
+            if "int8" in times
+            else None,
             "s per run": statistics.median(times[v]),
         }
         if not args.no_memory:
@@ -316,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows, list(rows[0]))
     targets = decode_targets(rows, checks, env)
     if targets:
-        print("\nissue 10 target, read off this run (see bench/_targets.py):")
+        print("\nissue 19 decode targets, read off this run (see bench/_targets.py):")
         print_table(targets, list(targets[0]))
     write_json(
         args.json,
