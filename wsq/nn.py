@@ -68,9 +68,14 @@ _TABLE = "_table"
 _PACKED = "_packed"
 
 
+# table length -> index width; a dict lookup (not int.bit_length) so torch.compile on torch 2.4
+# traces a layer's forward, where the width is read from its table on every call
+_WIDTH = {1 << b: b for b in range(1, 17)}
+
+
 def table_bits(table: Tensor) -> int:
     """Index width of a lookup table of 2**b entries (b = 1..16)."""
-    return table.numel().bit_length() - 1
+    return _WIDTH[table.shape[0]]
 
 
 def held_width(n_values: int) -> int:
