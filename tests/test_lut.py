@@ -87,6 +87,21 @@ def test_dequant_nan_padding_and_large(isa, dtype):
     assert torch.equal(got[~bad], cb[idx[~bad]].to(dtype))
 
 
+@pytest.mark.parametrize("bits", [1, 5, 12])
+def test_dequant_into_a_shape_on_both_paths(isa, bits):
+    # the eager fast path allocates the output in its shape; the checked path (a strided packed
+    # buffer, or grad mode with a table that needs grad) views it: both give the same tensor
+    n = 3 * 5 * 7
+    idx, cb, table, packed = _case(n, bits)
+    want = cb[idx].view(3, 5, 7)
+    got = ops.dequant(packed, n, bits, table, shape=(3, 5, 7))
+    assert got.shape == (3, 5, 7) and torch.equal(got, want)
+    strided = torch.stack([packed, packed], 1)[:, 0]  # same bytes, not contiguous
+    assert torch.equal(ops.dequant(strided, n, bits, table, shape=torch.Size([3, 5, 7])), want)
+    with pytest.raises(ValueError, match=r"shape \(3, 5, 6\) holds 90 elements, not n = 105"):
+        ops.dequant(packed, n, bits, table, shape=(3, 5, 6))
+
+
 def test_dequant_argument_errors():
     table = ops.lut_table(torch.randn(4), 2)
     with pytest.raises(ValueError, match="packed"):

@@ -177,11 +177,9 @@ class _Quantized:
         shape, numel, dtype = self._wsq_q[attr]
         packed = self._buffers[attr + _PACKED]
         table = self._buffers[attr + _TABLE]
-        kdt = dtype if dtype in _KERNEL_DTYPES else torch.float32
-        w = ops.dequant(packed, numel, table_bits(table), table, kdt)
-        if kdt != dtype:
-            w = w.to(dtype)
-        return w.view(shape)
+        if dtype in _KERNEL_DTYPES:
+            return ops.dequant(packed, numel, table_bits(table), table, dtype, shape=shape)
+        return ops.dequant(packed, numel, table_bits(table), table, shape=shape).to(dtype)
 
     def _wsq_buffer_names(self) -> list[str]:
         return [a + s for a in sorted(self._wsq_q) for s in (_PACKED, _TABLE)]
