@@ -12,7 +12,10 @@ Variants: ``fp32`` (the dense model), ``bf16`` (the same, cast), ``int8`` (torch
 ``int4wo`` (every nn.Linear on aten._weight_int4pack_mm_for_cpu, group 128, bf16 activations: the
 CPU layout of torchao's int4 weight-only), ``int8wo`` (aten._weight_int8pack_mm, fp32 activations),
 ``wsq4`` / ``wsq8`` (``wsq.compress`` with k = 16 / 256 over every 2-D weight, embeddings and head
-included: 4- / 8-bit packed indices into one codebook; Linear layers run the fused LUT kernel).
+included: 4- / 8-bit packed indices into one codebook; Linear layers run the fused LUT kernel),
+``wsqgrid`` (the grid method, ``wsq.tune``, to --grid-tolerance of the mean cosine between the
+model's logits and the dense model's on 4 seeded prompts; the file it writes is saved and loaded
+back, so what runs is what a user gets: each tensor at the width of the values it uses).
 
 Validation, before timing: each wsq model is compared with its *dequantized twin*, the dense fp32
 model with every compressed weight replaced by ``Compressed.dequantized_state_dict()`` (the exact
@@ -63,7 +66,7 @@ from _timing import (
 
 import wsq
 
-VARIANTS = ("fp32", "bf16", "int8", "int4wo", "int8wo", "wsq4", "wsq8")
+VARIANTS = ("fp32", "bf16", "int8", "int4wo", "int8wo", "wsq4", "wsq8", "wsqgrid")
 WEIGHT_ONLY = {"int4wo": int4_weight_only, "int8wo": int8_weight_only}
 
 
@@ -114,7 +117,44 @@ def build_dense(args) -> nn.Module:
     return m
 
 
-def build_variant(name: str, dense: nn.Module, *, inplace: bool = False):
+def logits_cosine(dense: nn.Module, args):
+    """evaluate(model) -> mean cosine of its logits to the dense model's on 4 seeded prompts."""
+    g = torch.Generator().manual_seed(args.seed + 2)
+    ids = torch.randint(1, args.vocab, (4, 16), generator=g)
+    with torch.no_grad():
+        ref = dense(ids).logits
+
+    def evaluate(model: nn.Module) -> float:
+        with torch.no_grad():
+            got = model(ids).logits
+        return float(torch.nn.functional.cosine_similarity(got, ref, dim=-1).mean())
+
+    return evaluate
+
+
+def grid_file(dense: nn.Module, args) -> str:
+    """Tune the grid method on `dense` and save the file (cached per configuration in the tmp dir,
+    so the fresh-process memory children load the very file)."""
+    import hashlib
+    import tempfile
+
+    cfg = (args.hidden, args.inter, args.layers, args.heads, args.vocab, args.seed)
+    key = hashlib.sha256(repr((cfg, args.grid_tolerance)).encode())
+    path = os.path.join(tempfile.gettempdir(), f"wsq-decode-grid-{key.hexdigest()[:16]}.wsq")
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        c = wsq.tune(dense, logits_cosine(dense, args), tolerance=args.grid_tolerance)
+        wsq.save(c, path)
+        s = c.stats()
+        print(
+            f"# wsqgrid: wsq.tune to cosine >= 1 - {args.grid_tolerance} in "
+            f"{time.perf_counter() - t0:.0f} s: file {s['bits_entropy']:.2f} bits/w "
+            f"(CR {s['cr']:.2f}x), in memory {s['bits_memory']:.2f} bits/w, widths {s['widths']}"
+        )
+    return path
+
+
+def build_variant(name: str, dense: nn.Module, *, inplace: bool = False, args=None):
     """(model, bits or None): the variant made from `dense` (copied unless inplace)."""
     if name == "fp32":
         return dense, None
@@ -131,6 +171,14 @@ def build_variant(name: str, dense: nn.Module, *, inplace: bool = False):
         c = wsq.compress(dense, WSQ_K[name])
         c.model.generation_config = copy.deepcopy(dense.generation_config)
         return c, c.bits
+    if name == "wsqgrid":
+        path = grid_file(dense, args)
+        with torch.device("meta"):
+            template = type(dense)(dense.config).eval()
+        template.model.rotary_emb = copy.deepcopy(dense.model.rotary_emb)  # non-persistent buffer
+        c = wsq.load(path, template)
+        c.model.generation_config = copy.deepcopy(dense.generation_config)
+        return c, round(c.memory()["bits_memory"], 2)
     raise ValueError(f"variant must be one of {VARIANTS}, got {name!r}")
 
 
@@ -227,8 +275,8 @@ def child(name: str, args) -> None:
     _trim()
     base = status_kib("VmRSS")
     dense = build_dense(args)
-    model, _ = build_variant(name, dense, inplace=True)
-    if name in WSQ_K:
+    model, _ = build_variant(name, dense, inplace=True, args=args)
+    if name in WSQ_K or name == "wsqgrid":
         model = model.model
     del dense
     _trim()
@@ -273,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process RSS figures")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--grid-tolerance", type=float, default=0.01, help="wsqgrid: allowed drop of the cosine"
+    )
     ap.add_argument("--json", metavar="PATH")
     add_cap_argument(ap)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -304,8 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     ids = prompt_ids(args)
     models, bits, checks = {}, {}, []
     for v in names:
-        m, b = build_variant(v, dense)
-        if v in WSQ_K:
+        m, b = build_variant(v, dense, args=args)
+        if v in WSQ_K or v == "wsqgrid":
             checks.append(validate(v, dense, m, ids, args.tokens))
             m = m.model
         models[v], bits[v] = m, b
