@@ -182,7 +182,8 @@ SHAPES = [
     (1, 4096, 33),  # K % 32 == 0 at one x row: the AVX2 4-bit GEMV with x permuted per call
     (1, 96, 7),
     (1, 1000, 37),  # b = 1, 2: the nibble-table GEMV, its last 64-byte chunk of a row masked
-    (1, 2048, 70),  # ... b = 2 at its K limit, 16-row blocks and a partial one
+    (1, 2048, 70),  # ... 16-row blocks and a partial one
+    (1, 1100, 21),  # ... K cut into blocks of 256 row bytes (b = 2: two), the last chunk masked
 ]
 
 
