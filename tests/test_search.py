@@ -107,14 +107,17 @@ def test_search_on_the_device_matches_compress(cnn, device):
 
 def test_working_copy_weights_equal_dequantized(cnn, result):
     s = result.front[len(result.front) // 2]
-    work = copy.deepcopy(cnn)
-    ev = CandidateEvaluator(work, lambda m: 0.0, None, coder="auto", pool_options=POOL)
-    ev.space = Space(("k",), 2, 1024, *wsq.ops.minmax(ev.flat), 0.0, 0.01)
+    before = {n: t.clone() for n, t in cnn.state_dict().items()}
+    ev = CandidateEvaluator(cnn, lambda m: 0.0, None, coder="auto", pool_options=POOL)
+    ev.space = Space(("k",), 2, 1024, *ev.range(), 0.0, 0.01)
     rec = ev(s.x)
     assert rec.bits == s.bits and rec.n_bins == s.n_bins
+    # the compressed working copy holds compress()'s weights exactly; the model is only read
     dense = result.compress(s).dequantized_state_dict()
-    for name, p in work.state_dict().items():
+    for name, p in ev.work.dequantized_state_dict().items():
         assert torch.equal(p, dense[name]), name
+    for name, p in cnn.state_dict().items():
+        assert torch.equal(p, before[name]), name
 
 
 def test_one_working_copy_and_original_untouched(cnn, acc, monkeypatch):
@@ -268,9 +271,8 @@ def test_tied_strided_and_bf16_parameters(device):
 
     r = search(model, fidelity, seed=0, pop_size=8, generations=2, k_max=64, progress=False)
     assert r.config["n_weights"] == 16 * 8 + 6 * 8 + 8 * 8  # tied weight pooled once
-    work = copy.deepcopy(model)
-    ev = CandidateEvaluator(work, fidelity, None, coder="auto", pool_options=POOL)
-    ev.space = Space(("k",), 2, 64, *wsq.ops.minmax(ev.flat), 0.0, 0.01)
+    ev = CandidateEvaluator(model, fidelity, None, coder="auto", pool_options=POOL)
+    ev.space = Space(("k",), 2, 64, *ev.range(), 0.0, 0.01)
     for s in (r.front[0], r.front[-1]):
         c = r.compress(s)
         assert _same_bits(s.bits, c.stats(), 3)
@@ -278,9 +280,10 @@ def test_tied_strided_and_bf16_parameters(device):
         # the working copy holds compress()'s weights exactly: strided, bf16 and tied ones too
         # (the metric itself may differ in the last bits: wsq layers compute bf16 differently)
         dense = c.dequantized_state_dict()
-        for name, p in work.state_dict().items():
+        for name, p in ev.work.dequantized_state_dict().items():
             assert torch.equal(p, dense[name]), name
-        assert work.out.weight.data_ptr() == work.emb.weight.data_ptr()
+        work = ev.work.model
+        assert work.out._buffers["weight_packed"] is work.emb._buffers["weight_packed"]
 
 
 @pytest.mark.parametrize(

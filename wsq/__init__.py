@@ -15,6 +15,7 @@ from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.errors import FormatError
 from wsq.io import load, load_state_dict, save
+from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
 from wsq.search import SearchResult, search
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "load",
     "load_state_dict",
     "compress",
+    "compress_checkpoint",
+    "empty_parameters",
     "Compressed",
     "nn",
     "entropy",

@@ -486,19 +486,6 @@ class Compressed:
                 done.add(id(t))
                 t[: m.numel()].copy_(values[m.to(torch.int64)])
 
-    def _set_part(self, i: int, packed: Tensor, table: Tensor) -> None:
-        """Hold group i's weights as `packed` at the width of `table`, in place (the tensor objects
-        stay, so tied owners keep sharing them): how a search's working copy takes a candidate
-        one tensor at a time. Call :meth:`_parts_changed` once all groups are written."""
-        g = self._groups[i]
-        dev = g.packed().device
-        with torch.no_grad():
-            g.packed().set_(packed.reshape(-1).to(dev))
-            g.table().set_(table.to(dev))
-
-    def _parts_changed(self) -> None:
-        self._state.version += 1  # derived codebook, maps, sizes are dropped
-
     # ------------------------------------------------------------------ parts
 
     def rest_state(self) -> dict[str, Tensor]:

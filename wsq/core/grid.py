@@ -31,20 +31,19 @@ Every weight of a tensor whose ``m_t = 1`` is binned exactly like uniform binnin
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from wsq.core.compress import Compressed, Pool, collect_pool, compress
-from wsq.kernels import ops
+from wsq.core.compress import Compressed
+from wsq.core.grid_quant import MAX_POINTS, MAX_SPAN, GridPlan, GridQuantizer, GridResult
 
 __all__ = [
+    "MAX_POINTS",
+    "MAX_SPAN",
     "GridPlan",
     "GridQuantizer",
     "GridResult",
@@ -54,194 +53,6 @@ __all__ = [
     "tune_scale",
     "tune",
 ]
-
-MAX_POINTS = 65536  # a wsq codebook holds at most 2**16 entries
-MAX_SPAN = 1 << 24  # grid points between the lowest and highest used one (histogram size)
-
-
-@dataclass(frozen=True)
-class GridPlan:
-    """Steps of one shared grid: tensor t (pool entry order) uses step ``mult[t] * delta0``.
-
-    rd: strength of the rate-aware assignment (0: plain rounding; 1: the high-rate
-    rate-distortion slope); rd_iters: passes of it.
-    """
-
-    delta0: float
-    mult: tuple[int, ...]
-    rd: float = 0.0
-    rd_iters: int = 2
-
-    def steps(self) -> np.ndarray:
-        return self.delta0 * np.asarray(self.mult, dtype=np.float64)
-
-
-@dataclass
-class GridResult:
-    """What one plan gives: codebook (float32 (n,), ascending), per-tensor int64 grid points
-    (before relabelling) and the relabelling, per-stream histograms over the codebook, sizes."""
-
-    codebook: Tensor
-    points: list[Tensor]  # per pool entry: int64 (numel,) grid point of each weight
-    lo_point: int
-    relabel: Tensor  # int64 (n_range,): grid point - lo_point -> codebook index (-1: unused)
-    per_stream: np.ndarray  # int64 (n_streams, n)
-    bits: float = math.nan  # coded bits per pooled weight (wsq.entropy.size_bits, auto coder)
-    extra: dict = field(default_factory=dict)
-
-
-def _coded_bits(per_stream: np.ndarray) -> float:
-    from wsq.io import entropy
-
-    return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
-
-
-class GridQuantizer:
-    """The pool of a model, quantized on a shared grid by plans (see the module docstring).
-
-    Holds one float32 copy of the pooled weights. ``apply(plan, work)`` writes the quantized
-    weights into a working copy's parameters (in place) and returns the GridResult;
-    ``compress(plan)`` builds the wsq.Compressed (a file-ready model on packed indices).
-    """
-
-    def __init__(self, model: torch.nn.Module, *, pool_options: dict | None = None) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if pool_options is not None and not isinstance(pool_options, dict):
-            raise TypeError(f"pool_options must be a dict, got {type(pool_options).__name__}")
-        self.model = model
-        self.pool_options = dict(pool_options or {})
-        self.pool: Pool = collect_pool(model, **self.pool_options)
-        self.flat = self.pool.flat().to("cpu").contiguous()
-        if not bool(torch.isfinite(self.flat).all()):
-            bad = ", ".join(self.pool.nonfinite(self.flat))
-            raise ValueError(f"model: parameters {bad} contain NaN or Inf values")
-        self.entries = self.pool.entries
-        self.numel = np.array([e.numel for e in self.entries], dtype=np.int64)
-        self.absmax = float(self.flat.abs().max()) if self.flat.numel() else 0.0
-        # the probe step is relative to each tensor's spread; a constant tensor has none, so it
-        # is probed at the pool's scale instead (its step then only sets its own rounding)
-        fallback = self.absmax if self.absmax > 0 else 1.0
-        std = [
-            float(self._slice(i).std()) if e.numel > 1 else 0.0 for i, e in enumerate(self.entries)
-        ]
-        self.std = np.array([v if v > 0 else fallback for v in std])
-
-    def _slice(self, i: int) -> Tensor:
-        e = self.entries[i]
-        return self.flat[e.offset : e.offset + e.numel]
-
-    # ------------------------------------------------------------------ assignment
-
-    def _round(self, i: int, step_pts: int, delta0: float) -> Tensor:
-        w = self._slice(i)
-        return torch.round(w / (step_pts * delta0)).to(torch.int64) * step_pts
-
-    def quantize(self, plan: GridPlan) -> GridResult:
-        """Assign every pooled weight to a grid point and build the shared codebook."""
-        if len(plan.mult) != len(self.entries):
-            raise ValueError(f"plan has {len(plan.mult)} steps for {len(self.entries)} tensors")
-        if not (math.isfinite(plan.delta0) and plan.delta0 > 0):
-            raise ValueError(f"plan.delta0 must be a finite number > 0, got {plan.delta0}")
-        if min(plan.mult) < 1:
-            raise ValueError("every step multiple must be >= 1")
-        if 2 * self.absmax / plan.delta0 >= MAX_SPAN:
-            raise ValueError(
-                f"delta0={plan.delta0:g} is too fine: the grid would span more than "
-                f"{MAX_SPAN} points over |w| <= {self.absmax:g}"
-            )
-        pts = [self._round(i, int(m), plan.delta0) for i, m in enumerate(plan.mult)]
-        res = self._codebook(pts)
-        for _ in range(plan.rd_iters if plan.rd > 0 else 0):
-            pts = self._rd_pass(plan, pts, res)
-            res = self._codebook(pts)
-        return res
-
-    def _codebook(self, pts: list[Tensor]) -> GridResult:
-        lo = min(int(p.min()) for p in pts)
-        hi = max(int(p.max()) for p in pts)
-        span = hi - lo + 1
-        counts = torch.zeros(span, dtype=torch.int64)
-        sums = torch.zeros(span, dtype=torch.float64)
-        per = []
-        for i, p in enumerate(pts):
-            q = p - lo
-            c = torch.bincount(q, minlength=span)
-            counts += c
-            sums += torch.bincount(q, weights=self._slice(i).double(), minlength=span)
-            per.append(c)
-        used = counts > 0
-        n = int(used.sum())
-        if n > MAX_POINTS:
-            raise ValueError(
-                f"the plan uses {n} grid points; a codebook holds at most {MAX_POINTS}"
-            )
-        codebook = (sums[used] / counts[used]).to(torch.float32)
-        # means of disjoint ascending cells are ascending; float32 rounding could tie, never
-        # invert: tied cells are one value, so one codebook entry (what a compressed model holds)
-        codebook = torch.cummax(codebook, 0).values
-        codebook, entry = torch.unique_consecutive(codebook, return_inverse=True)
-        relabel = torch.full((span,), -1, dtype=torch.int64)
-        relabel[used] = entry
-        cells = torch.stack([c[used] for c in per])
-        per_stream = torch.zeros(len(per), codebook.numel(), dtype=torch.int64)
-        per_stream = per_stream.index_add_(1, entry, cells).numpy()
-        res = GridResult(codebook, pts, lo, relabel, per_stream)
-        res.bits = _coded_bits(per_stream) / float(self.numel.sum())
-        return res
-
-    def _rd_pass(self, plan: GridPlan, pts: list[Tensor], res: GridResult) -> list[Tensor]:
-        """Entropy-constrained re-assignment between each weight's two nearest tensor points."""
-        cb = res.codebook.double()
-        span = len(res.relabel)
-        out = []
-        for i, m in enumerate(plan.mult):
-            m = int(m)
-            step = m * plan.delta0
-            w = self._slice(i).double()
-            hist = res.per_stream[i].astype(np.float64)
-            # code length (bits) of each codebook entry in this stream; an entry unused by the
-            # stream gets the length of half a count (it would need a table entry and a rare code)
-            length = torch.from_numpy(-np.log2(np.maximum(hist, 0.5) / hist.sum()))
-            unused_len = float(length.max()) + 1.0
-            lam = plan.rd * math.log(2) / 6.0 * step * step
-            lower = torch.floor(w / step).to(torch.int64) * m
-            upper = lower + m
-            costs = []
-            for q in (lower, upper):
-                rel = q - res.lo_point
-                inside = (rel >= 0) & (rel < span)
-                j = torch.where(inside, res.relabel[rel.clamp(0, span - 1)], -1)
-                inside &= j >= 0
-                jj = j.clamp_min(0)
-                # a point no weight uses yet would hold about its grid position
-                v = torch.where(inside, cb[jj], q.double() * plan.delta0)
-                ln = torch.where(inside, length[jj], torch.full_like(v, unused_len))
-                costs.append((w - v) ** 2 + lam * ln)
-            out.append(torch.where(costs[0] <= costs[1], lower, upper))
-        return out
-
-    # ------------------------------------------------------------------ outputs
-
-    def write(self, res: GridResult, work: torch.nn.Module) -> None:
-        """Write the dequantized weights of `res` into `work`'s pooled parameters, in place."""
-        params = self.pool.tensors(work)
-        with torch.no_grad():
-            for p, pts in zip(params, res.points, strict=True):
-                v = res.codebook[res.relabel[pts - res.lo_point]]
-                p.data.copy_(v.reshape(p.shape).to(p.dtype))
-
-    def compress(self, res: GridResult) -> Compressed:
-        """The wsq.Compressed of `res` (one shared codebook, packed indices; saves as usual)."""
-        n = int(res.codebook.numel())
-        bits = ops.bits_for(n)
-        packed = {}
-        for e, pts in zip(self.entries, res.points, strict=True):
-            idx = res.relabel[pts - res.lo_point].to(torch.int32)
-            packed[e.name] = ops.pack(idx, bits)
-        shell = compress(self.model, 2, **self.pool_options)
-        return shell.with_indices(res.codebook, bits, packed)
-
 
 # ----------------------------------------------------------------------------- sensitivity
 
@@ -279,7 +90,9 @@ def probe_sensitivity(
     """s_t per pool entry (float64 (T,), metric units per step^2): the drop when tensor t alone is
     rounded to step ``rel_step * std_t``, divided by that step squared.
 
-    One evaluation per tensor on a working copy (the others stay exact). A tensor whose drop is
+    One evaluation per tensor on the model itself: tensor t is overwritten in place, evaluated and
+    restored bit for bit before the next (also when evaluate raises), so no copy of the model is
+    made; do not use the model from another thread meanwhile. A tensor whose drop is
     below `min_drop` (insensitive, or unused by the metric) gets the smallest positive measured
     coefficient divided by 100 rather than 0, so its step stays finite. A NaN probe score counts
     as a large drop (that tensor is treated as the most sensitive one).
@@ -288,19 +101,26 @@ def probe_sensitivity(
         raise TypeError(f"gq must be a GridQuantizer, got {type(gq).__name__}")
     if not (isinstance(rel_step, (int, float)) and math.isfinite(rel_step) and rel_step > 0):
         raise ValueError(f"rel_step must be a finite number > 0, got {rel_step!r}")
-    work = copy.deepcopy(gq.model)
-    params = gq.pool.tensors(work)
+    if gq.model is None:
+        raise TypeError("gq reads a checkpoint: probing evaluates a model, so build it on one")
+    params = gq.pool.tensors()
     s = np.zeros(len(gq.entries))
     nan = np.zeros(len(gq.entries), dtype=bool)
     for i, p in enumerate(params):
         step = rel_step * gq.std[i]
-        orig = p.data.clone()
         with torch.no_grad():
-            w = gq._slice(i)
-            p.data.copy_((torch.round(w / step) * step).reshape(p.shape).to(p.dtype))
-        drop = baseline - score(evaluate, work, "probe")
-        with torch.no_grad():
-            p.data.copy_(orig)
+            orig = p.data.clone()  # one tensor: the model itself is probed, then restored
+            try:
+                if p.dtype == torch.float32 and p.device.type == "cpu":
+                    p.data.div_(step).round_().mul_(step)  # what the expression below computes
+                else:
+                    w = gq._weights(i)
+                    p.data.copy_((torch.round(w / step) * step).reshape(p.shape).to(p.dtype))
+                    del w
+                drop = baseline - score(evaluate, gq.model, "probe")
+            finally:
+                p.data.copy_(orig)
+            del orig
         nan[i] = not math.isfinite(drop)
         s[i] = 0.0 if nan[i] else max(drop, 0.0) / (step * step)
     pos = s[s > min_drop]
@@ -455,7 +275,15 @@ def tune(
     Returns:
         wsq.Compressed with ``tune_info``: baseline, metric (evaluate of the tuned model),
         tolerance, rd, scale, plan (GridPlan), sensitivities, trace [(scale, metric)],
-        evaluations (calls of evaluate and probe, the baseline's included), probe_s, tune_s.
+        evaluations (calls of evaluate and probe, the baseline's included), probe_s, tune_s,
+        own_s / eval_s (seconds of the tuning in wsq's own work -- quantizing candidates and
+        packing them into the one working copy, the final one included -- and in evaluate),
+        own_s_per_candidate, eval_s_per_candidate, own_s_per_candidate_per_gweight.
+
+    Memory: candidates are evaluated on ONE compressed working copy (packed indices at each
+    tensor's own width, rewritten in place), which becomes the result; the probe overwrites one
+    tensor of `model` at a time and restores it. Beyond `model`, a tune holds about the
+    compressed size plus a few chunks of the largest tensor.
 
     Raises:
         TypeError / ValueError naming the argument; ValueError when evaluate or probe returns a
@@ -504,15 +332,26 @@ def tune(
         )
     info["probe_s"] = time.perf_counter() - t0
     info["sensitivities"] = sensitivities
-    work = copy.deepcopy(model)
+    work: Compressed | None = None  # the one working copy: a compressed model, rewritten in place
+    own = [0.0, 0.0]  # seconds in wsq's own work, in evaluate
 
     def make(scale: float):
+        nonlocal work
         plan = plan_for(allocate(gq.numel, sensitivities, scale), rd=rd)
+        t0 = time.perf_counter()
         try:
-            gq.write(gq.quantize(plan), work)
+            res = gq.quantize(plan)
         except ValueError:  # too fine a grid (span or codebook limit): fails like a bad score
             return -math.inf, plan
-        return score(evaluate, work), plan
+        if work is None:
+            work = gq.compress(res)
+        else:
+            gq.update(work, res)
+        t1 = time.perf_counter()
+        metric = score(evaluate, work.model)
+        own[0] += t1 - t0
+        own[1] += time.perf_counter() - t1
+        return metric, plan
 
     if start_scale is None:
         start_scale = math.sqrt(start_drop / max(1.0, float(gq.numel.sum())))
@@ -533,6 +372,13 @@ def tune(
             f"{base - tolerance} on the grid ({why}); raise tolerance or iters"
         )
     info["metric"] = max(m for s, m in trace if s == scale)
-    out = gq.compress(gq.quantize(plan))
-    out.tune_info = info
-    return out
+    t0 = time.perf_counter()
+    gq.update(work, gq.quantize(plan))  # the working copy becomes the result
+    own[0] += time.perf_counter() - t0
+    n = len(trace)
+    info["own_s"], info["eval_s"] = own[0], own[1]
+    info["own_s_per_candidate"] = own[0] / (n + 1)
+    info["eval_s_per_candidate"] = own[1] / max(1, n)
+    info["own_s_per_candidate_per_gweight"] = info["own_s_per_candidate"] / (gq.numel.sum() / 1e9)
+    work.tune_info = info
+    return work

@@ -199,6 +199,7 @@ def collect_pool(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     min_dims: int = 2,
+    allow_meta: bool = False,
 ) -> Pool:
     """Pool the eligible parameters of `model` (nothing is copied; see :meth:`Pool.flat`).
 
@@ -209,6 +210,8 @@ def collect_pool(
         exclude: pattern(s); matching parameters are left out (reported in ``skipped``).
         min_dims: without include, parameters with fewer dims stay uncompressed (default 2:
             biases and norms stay).
+        allow_meta: pool parameters on the meta device too (their names, shapes and dtypes only:
+            wsq.compress_checkpoint reads their values from a checkpoint, never from them).
 
     Raises:
         TypeError: model not an nn.Module, bad pattern or min_dims types.
@@ -221,6 +224,8 @@ def collect_pool(
         raise TypeError(f"min_dims must be an int, got {type(min_dims).__name__}")
     if min_dims < 0:
         raise ValueError(f"min_dims must be >= 0, got {min_dims}")
+    if not isinstance(allow_meta, bool):
+        raise TypeError(f"allow_meta must be a bool, got {type(allow_meta).__name__}")
     lazy = [n for n, p in model.named_parameters(remove_duplicate=False) if _is_lazy(p)]
     if lazy:
         raise ValueError(
@@ -229,7 +234,7 @@ def collect_pool(
         )
     groups = _tie_groups(model)
     meta = [n for names, objs in groups if any(o.is_meta for o in objs) for n in names]
-    if meta:
+    if meta and not allow_meta:
         raise ValueError(
             f"parameters on the meta device have no values to compress: {_list(meta)}; materialise "
             "the model first (e.g. load its weights)"

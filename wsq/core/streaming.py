@@ -18,10 +18,19 @@ import torch
 from torch import Tensor
 
 from wsq._spec import bin_scale
+from wsq.core.compressed import Compressed, _assemble
 from wsq.core.pool import Pool, PoolEntry, _list
 from wsq.kernels import ops
 
-__all__ = ["ModelSource", "UniformParts", "uniform_parts", "check_finite"]
+__all__ = [
+    "ModelSource",
+    "UniformParts",
+    "uniform_parts",
+    "check_finite",
+    "working_copy",
+    "set_part",
+    "parts_changed",
+]
 
 _KERNEL_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -133,3 +142,37 @@ def uniform_parts(
         table = ops.lut_table(codebook[to_global[present[i]]], out_bits).to(dev)
         parts.append((packed, table))
     return UniformParts(codebook, parts, k, lo32, hi32, counts[nonempty])
+
+
+# ----------------------------------------------------------------------------- working copies
+
+
+def working_copy(template: torch.nn.Module, pool: Pool) -> Compressed:
+    """A compressed copy of `template` whose pooled tensors hold a placeholder (1-bit zeros, the
+    value 0): the one working copy a search rewrites per candidate with :func:`set_part`. It
+    costs the model's uncompressed tensors plus numel / 8 bytes per pooled tensor."""
+    zero = torch.zeros(1)
+    parts = {
+        e.name: (
+            torch.zeros(ops.packed_bytes(e.numel, 1), dtype=torch.uint8),
+            ops.lut_table(zero, 1),
+        )
+        for e in pool.entries
+    }
+    return _assemble(template, zero, 1, parts, None, k=None, lo=None, hi=None,
+                     skipped=pool.skipped, narrowed=True)  # fmt: skip
+
+
+def set_part(c: Compressed, i: int, packed: Tensor, table: Tensor) -> None:
+    """Hold tensor i (pool order) of `c` as `packed` at the width of `table`, in place: the tensor
+    objects stay, so tied owners keep sharing them. Call :func:`parts_changed` once all are set."""
+    g = c._groups[i]
+    dev = g.packed().device
+    with torch.no_grad():
+        g.packed().set_(packed.reshape(-1).to(dev))
+        g.table().set_(table.to(dev))
+
+
+def parts_changed(c: Compressed) -> None:
+    """Drop what `c` derived from its old parts (codebook, maps, sizes)."""
+    c._state.version += 1

@@ -9,7 +9,8 @@ encoded as integers so the search shares the uniform method's NSGA-II driver, ca
   predicted drop, which covers "nearly lossless" to "broken" on every model tried;
 * ``rd``: j in [0, RD_STEPS], rd = j * RD_UNIT (0 = nearest point, 1 = the high-rate RD slope).
 
-Each candidate is quantized on the shared grid, written into ONE working copy in place and scored;
+Each candidate is quantized on the shared grid, packed into ONE compressed working copy in place
+(each tensor at the width of its values: no dense copy of the model) and scored;
 its bits are the coded index streams from the per-stream histograms (no file is written). The
 search runs in this process (no executor, no checkpoint: a grid search is tens to a few hundred
 evaluations after the probe).
@@ -17,7 +18,6 @@ evaluations after the probe).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -72,7 +72,7 @@ class GridCandidates:
 
     def __init__(self, gq, sens, space: GridSpace, evaluate, coder: str) -> None:
         self.gq, self.sens, self.space, self.evaluate, self.coder = gq, sens, space, evaluate, coder
-        self.work = copy.deepcopy(gq.model)
+        self.work = None  # the one working copy: a wsq.Compressed rewritten in place
 
     def plan(self, key: tuple[int, ...]) -> wgrid.GridPlan:
         d = self.space.decode(key)
@@ -86,9 +86,12 @@ class GridCandidates:
             return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
         bits = res.bits if self.coder == "auto" else coded_bits(res.per_stream, self.coder)
         t1 = time.perf_counter()
-        self.gq.write(res, self.work)
+        if self.work is None:
+            self.work = self.gq.compress(res)
+        else:
+            self.gq.update(self.work, res)
         t2 = time.perf_counter()
-        metric = wgrid.score(self.evaluate, self.work)
+        metric = wgrid.score(self.evaluate, self.work.model)
         t3 = time.perf_counter()
         return Record(metric, bits, int(res.codebook.numel()), t1 - t0, t2 - t1, t3 - t2)
 

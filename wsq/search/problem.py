@@ -1,9 +1,11 @@
 """Candidate evaluation for :func:`wsq.search`: the decision space and the one-working-copy evaluator.
 
 A candidate is a tuple of integers (the rounded decision vector). Evaluating it costs one histogram
-pass over the flat float32 pool (counts and sums per raw bin), one fused fake-quant pass that writes
-``mean(bin(w))`` for every pooled weight straight into the working copy's parameters, and one call
-of the user's ``evaluate``. The model is never copied per candidate.
+pass over the pooled weights, read tensor by tensor from the model itself (counts and sums per raw
+bin), a second one that bins each tensor and packs it, at the width of the bins it uses, into ONE
+compressed working copy (a wsq.Compressed rewritten in place: no dense copy of the model, and the
+model itself is only read), and one call of the user's ``evaluate`` on that copy, which computes
+exactly what ``wsq.compress`` of the candidate computes.
 
 The same :class:`CandidateEvaluator` runs in the main process (sequential search) and inside
 executor workers, where it is built once per worker (per thread) from a :class:`WorkerSpec` and
@@ -12,7 +14,6 @@ cached under the search's token (see :func:`worker_evaluate`).
 
 from __future__ import annotations
 
-import copy
 import math
 import pickle
 import threading
@@ -106,8 +107,8 @@ class Record:
     """What one evaluation produced.
 
     metric: evaluate(working copy); bits: entropy-coded bits per pooled weight; n_bins: non-empty
-    bins; t_hist: seconds in the histogram pass, bin means and coded size; t_write: the fake-quant
-    write into the working copy; t_eval: the user's evaluate.
+    bins; t_hist: seconds in the histogram pass, bin means and coded size; t_write: binning and
+    packing into the compressed working copy; t_eval: the user's evaluate.
     """
 
     metric: float
@@ -134,10 +135,10 @@ def coded_bits(per_stream: torch.Tensor, coder: str) -> float:
 
 
 class CandidateEvaluator:
-    """Evaluates decision vectors on ONE working copy of the model, written in place.
+    """Evaluates decision vectors on ONE compressed working copy, rewritten in place.
 
-    ``work`` must be a private copy: its pooled parameters are overwritten on every call. The pool is
-    collected from it before the first write, so ``flat`` holds the original weights (float32).
+    ``work`` is the model whose pooled weights are binned; it is only read (the name stays from
+    when candidates were written into it), so threads may share it.
     """
 
     def __init__(
@@ -150,48 +151,65 @@ class CandidateEvaluator:
         pool_options: dict,
     ) -> None:
         from wsq.core.compress import collect_pool
+        from wsq.core.streaming import ModelSource, working_copy
 
-        self.work = work
+        self.model = work
         self.evaluate = evaluate
         self.space = space
         self.coder = coder
+        self.pool_options = pool_options
         self.pool = collect_pool(work, **pool_options)
+        self.source = ModelSource(self.pool)
         self.n_weights = int(self.pool.n_weights)
-        self.flat = self.pool.flat().contiguous()  # (n_weights,) float32, the original weights
-        # (pool slice, destination, copy-back target or None) per pooled tensor. Tied names are one
-        # entry, so each storage is written once.
-        self._targets = []
-        for e, p in zip(self.pool.entries, self.pool.tensors(work), strict=True):
-            src = self.flat[e.offset : e.offset + e.numel]
-            d = p.data
-            if d.is_contiguous():
-                self._targets.append((src, d.view(-1), None))
-            else:
-                self._targets.append((src, torch.empty(e.numel, dtype=d.dtype, device=d.device), d))
+        # the one working copy: a wsq.Compressed that every candidate rewrites in place
+        self.work = working_copy(work, self.pool)
+
+    def range(self) -> tuple[float, float]:
+        """(min, max) over the pooled weights, one tensor at a time (NaN/Inf: ValueError)."""
+        from wsq.core.streaming import check_finite
+
+        lo = hi = None
+        for i in range(len(self.source)):
+            a, b = check_finite(self.source, i, self.source.weights(i))
+            lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
+        return lo, hi
 
     def __call__(self, key: tuple[int, ...]) -> Record:
+        from wsq.core.streaming import parts_changed, set_part
+
         d = self.space.decode(key)
         k = d["k"]
         lo32, scale = ops.bin_scale(d["lo"], d["hi"], k)
         t0 = time.perf_counter()
         # One pass over the pool, split per tensor: the per-stream histograms give the file's coded
         # size; their sum gives the bin means.
-        hist = [ops.histogram(src, k, lo32, scale)[:2] for src, _, _ in self._targets]
+        hist = [ops.histogram(self.source.weights(i), k, lo32, scale)[:2] for i in
+                range(len(self.source))]  # fmt: skip
         per_counts = torch.stack([c for c, _ in hist]).cpu()  # (n_streams, k) int64
         counts = per_counts.sum(0)
-        sums = torch.stack([s for _, s in hist]).sum(0)
-        # Bin means; an empty bin's value is never read (no weight maps to it).
-        values = (sums / counts.clamp_min(1).to(sums.device, torch.float64)).to(torch.float32)
+        sums = torch.stack([s for _, s in hist]).sum(0).cpu()
+        del hist
         nonempty = counts > 0
         bits = coded_bits(per_counts[:, nonempty], self.coder) / self.n_weights
+        codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
+        to_global = torch.cumsum(nonempty.to(torch.int64), 0) - 1
         t1 = time.perf_counter()
-        for src, dst, back in self._targets:
-            ops.fake_quant(src, k, lo32, scale, values, out=dst)
-            if back is not None:
-                back.copy_(dst.view(back.shape))
+        kbits = ops.bits_for(k)
+        for i, e in enumerate(self.pool.entries):
+            present = per_counts[i] > 0
+            local = (torch.cumsum(present.to(torch.int32), 0, dtype=torch.int32) - 1).clamp_(min=0)
+            out_bits = ops.bits_for(int(present.sum()))
+            raw = ops.pack(ops.histogram(self.source.weights(i), k, lo32, scale, indices=True)[2],
+                           kbits)  # fmt: skip
+            dev = raw.device
+            packed = ops.remap_packed(raw, e.numel, kbits, local.to(dev), out_bits)
+            del raw
+            table = ops.lut_table(codebook[to_global[present]], out_bits).to(dev)
+            set_part(self.work, i, packed, table)
+        parts_changed(self.work)
         t2 = time.perf_counter()
         with torch.no_grad():
-            metric = float(self.evaluate(self.work))
+            metric = float(self.evaluate(self.work.model))
         t3 = time.perf_counter()
         return Record(metric, bits, int(nonempty.sum()), t1 - t0, t2 - t1, t3 - t2)
 
@@ -226,9 +244,9 @@ class WorkerSpec:
             threads = 1
         if threads is not None:
             torch.set_num_threads(threads)
-        work = self.model if private else copy.deepcopy(self.model)
+        # the model is only read (each evaluator packs candidates into its own compressed copy)
         return CandidateEvaluator(
-            work, self.evaluate, self.space, coder=self.coder, pool_options=self.pool_options
+            self.model, self.evaluate, self.space, coder=self.coder, pool_options=self.pool_options
         )
 
 

@@ -16,7 +16,6 @@ seed and settings (given a deterministic evaluate), not on executors or interrup
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 import hashlib
 import math
 import os
@@ -106,12 +105,36 @@ def _file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: in
     return max(0, int(round(s["file_bytes"] - streams - 4 * s["n_bins"] - rest_bytes)))
 
 
-def _pool_fingerprint(pool, flat: torch.Tensor) -> str:
+def _pool_fingerprint(pool, source) -> str:
+    """Digest of the pool's names, shapes, dtypes and float32 weights, fed one tensor at a time
+    (the same digest as of the concatenated pool: blake2b is a stream)."""
     h = hashlib.blake2b(digest_size=16)
     for e in pool.entries:
         h.update(f"{','.join(e.names)}:{tuple(e.shape)}:{e.dtype};".encode())
-    h.update(flat.detach().cpu().contiguous().numpy().tobytes())
+    for i in range(len(source)):
+        h.update(source.weights(i).detach().float().cpu().contiguous().numpy())
     return h.hexdigest()
+
+
+def _median(source, n: int, wmin: float, wmax: float) -> float:
+    """The pool's lower median (``torch.median`` of the concatenated float32 pool), exactly, in two
+    passes: a 65536-bin histogram finds the bin holding rank (n - 1) // 2, then only that bin's
+    members are gathered and sorted."""
+    k = 65536
+    lo32, scale = ops.bin_scale(wmin, wmax, k)
+    counts = sum(
+        ops.histogram(source.weights(i), k, lo32, scale)[0].cpu() for i in range(len(source))
+    )
+    rank = (n - 1) // 2
+    cum = torch.cumsum(counts, 0)
+    b = int(torch.searchsorted(cum, torch.tensor([rank]), right=True)[0])
+    before = int(cum[b - 1]) if b > 0 else 0
+    members = []
+    for i in range(len(source)):
+        w = source.weights(i)
+        idx = ops.histogram(w, k, lo32, scale, indices=True)[2]
+        members.append(w[idx.reshape(w.shape).to(torch.int64) == b].float().cpu())
+    return float(torch.cat(members).sort().values[rank - before])
 
 
 def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_start: float) -> None:
@@ -168,7 +191,8 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
     pooled_names = {n for e in pool.entries for n in e.names}
     pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
     rest_bytes = _state_bytes(model, pooled_names)
-    overhead = _file_overhead(model, 64, pool_options, coder, rest_bytes)
+    # 1-bit indices: the header hardly depends on k, and their streams cost a fraction of memory
+    overhead = _file_overhead(model, 2, pool_options, coder, rest_bytes)
     result = _search_grid.search_grid(
         model, evaluate, variables=variables, pop_size=pop_size, generations=generations,
         seed=seed, coder=coder, pool_options=pool_options, probe=probe, rd=rd, progress=progress,
@@ -345,40 +369,29 @@ def search(
         )
     pool_options = {"include": include, "exclude": exclude, "min_dims": min_dims}
 
-    # The pool (and, evaluating here, the one working copy): range, fingerprint, sizes.
-    evaluator = None
-    if executor is None:
-        evaluator = CandidateEvaluator(
-            copy.deepcopy(model), evaluate, None, coder=coder, pool_options=pool_options
-        )
-        pool, flat = evaluator.pool, evaluator.flat
-    else:
-        from wsq.core.compress import collect_pool
-
-        pool = collect_pool(model, **pool_options)
-        flat = pool.flat()
-    try:
-        wmin, wmax = ops.minmax(flat, name="pool")
-    except ValueError:
-        bad = pool.nonfinite(flat)
-        if not bad:
-            raise
-        raise ValueError(f"model: parameters {', '.join(bad)} contain NaN or Inf values") from None
+    # The pool (and, evaluating here, the one working copy): range, fingerprint, sizes. The model
+    # is only read, one tensor at a time: no copy of it and no concatenated pool.
+    evaluator = CandidateEvaluator(model, evaluate, None, coder=coder, pool_options=pool_options)
+    pool, source = evaluator.pool, evaluator.source
+    wmin, wmax = evaluator.range()
     if not wmax > wmin:
         raise ValueError(f"model: every pooled weight equals {wmin}; there is nothing to search")
-    center = float(flat.median()) if "clip" in variables else 0.5 * (wmin + wmax)
+    if "clip" in variables:
+        center = _median(source, int(pool.n_weights), wmin, wmax)
+    else:
+        center = 0.5 * (wmin + wmax)
     space = Space(variables, k_min, k_max, wmin, wmax, center, float(clip_floor))
-    fingerprint = _pool_fingerprint(pool, flat)
+    fingerprint = _pool_fingerprint(pool, source)
     n_weights = int(pool.n_weights)
     pooled_names = {n for e in pool.entries for n in e.names}
     pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
     rest_bytes = _state_bytes(model, pooled_names)
     original_bytes = pooled_bytes + rest_bytes
     overhead = _file_overhead(model, min(k_max, max(k_min, 64)), pool_options, coder, rest_bytes)
-    if evaluator is not None:
+    if executor is None:
         evaluator.space = space
     else:
-        del flat
+        evaluator = None  # the workers build their own
 
     config = {
         "strategy": strategy,
@@ -429,7 +442,7 @@ def search(
     baseline_s = time.perf_counter() - t0
 
     token = uuid.uuid4().hex
-    if evaluator is not None:
+    if executor is None:
         runner = SequentialRunner(evaluator)
     else:
         runner = make_runner(
