@@ -119,3 +119,16 @@ def test_hf_round_trip(cache, tmp_path):
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     w = pylm.windows(pylm.corpus()["test"], 4, TINY.seq)
     assert pylm.log_perplexity(loaded, w) == pylm.log_perplexity(c.model, w)
+
+
+def test_builtin_pylm_spec_name(cache, tmp_path, capsys, monkeypatch):
+    # `wsq compress pylm` routes to pylm.spec() with its own defaults (tolerance 0.01, no
+    # --tolerance needed); the tiny recipe stands in for the default one (minutes of training)
+    from wsq import cli
+
+    real = pylm.spec
+    monkeypatch.setattr(pylm, "spec", lambda: real(TINY, directory=cache))
+    out = tmp_path / "o"
+    assert cli.main(["compress", "pylm", "--method", "grid", "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["spec"] == "pylm" and summary["settings"]["tolerance"] == 0.01

@@ -35,6 +35,7 @@ from wsq.cli.specs import (
     _minilm_spec,
     _one_line,
     _prepare_out,
+    _pylm_spec,
     _user_spec,
 )
 from wsq.search.result import _json_safe
@@ -148,6 +149,8 @@ def _cmd_compress(args) -> int:
     spec_key = args.spec
     if spec_key in ("wsq:minilm", "minilm"):
         spec_key = "minilm"
+    elif spec_key in ("wsq:pylm", "pylm"):
+        spec_key = "pylm"
     elif spec_key in (None, "digits", "wsq:digits"):
         spec_key = None
     opts = dict(DEFAULTS)
@@ -177,7 +180,7 @@ def _cmd_compress(args) -> int:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
         )
-    if spec_key not in (None, "minilm") and args.tolerance is None:
+    if spec_key not in (None, "minilm", "pylm") and args.tolerance is None:
         # a SPEC's evaluate has units wsq cannot know: a default of 0 suits only a metric that can
         # stay exactly equal (accuracy); a continuous one (cosine, -loss) never does, and the
         # search would run to the end for nothing. Asked for here, before any work.
@@ -195,6 +198,8 @@ def _cmd_compress(args) -> int:
             spec = _digits_spec(opts["seed"], opts["metric"], say)
         elif spec_key == "minilm":
             spec = _minilm_spec()
+        elif spec_key == "pylm":
+            spec = _pylm_spec()
         else:
             spec = _user_spec(spec_key)
         opts["variables"] = variables
@@ -318,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
         "print the paper-style table with both methods' rows and write model.wsq, summary.json "
         "(and front.csv/json/png from the uniform search) into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
         "(model, evaluate) or (model, evaluate, test_evaluate); 'minilm' for all-MiniLM-L6-v2 "
-        "(needs wsq[hf]); none: a small CNN on scikit-learn's digits.",
+        "(needs wsq[hf]); 'pylm' for a LLaMA-shaped byte LM trained on the Python standard library "
+        "(wsq.examples.pylm, held-out perplexity; needs wsq[hf]); none: a small CNN on scikit-learn's digits.",
     )
     c.add_argument("spec", nargs="?", metavar="SPEC")
     c.add_argument("--out", default="wsq-out", help="output directory (default ./wsq-out)")
@@ -330,7 +336,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--tolerance", type=float,
         help="allowed drop below the baseline, in the evaluate's units (digits default 0.005, "
-        "minilm 0.01; a SPEC must set it)",
+        "minilm 0.01, pylm 0.01 nats/byte; a SPEC must set it)",
     )  # fmt: skip
     c.add_argument(
         "--method", choices=("auto", "grid", "uniform"),
