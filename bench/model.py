@@ -341,8 +341,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cnn-file", help="a wsq file of the digits CNN (default: made here)")
     ap.add_argument("--minilm-file", help="a wsq file of MiniLM (default: made here, ~5 min)")
     ap.add_argument("--repeats", type=int, default=30, help="interleaved rounds per latency")
+    ap.add_argument(
+        "--threads", type=int, help="torch/OpenMP threads (default: torch's); 1 on a loaded machine"
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = set(models) - {"cnn", "minilm"}
     if bad:
@@ -367,7 +372,11 @@ def main(argv: list[str] | None = None) -> None:
             "dense_file_bytes",
         ],
     )
-    write_json(args.json, {"machine": machine(), "rows": rows})
+    env = machine()
+    print(
+        f"# {env['cpu']} | wsq ISA {env['isa']} | {env['threads']} threads | commit {env['commit']}"
+    )
+    write_json(args.json, {"machine": env, "rows": rows})
 
 
 if __name__ == "__main__":
