@@ -119,6 +119,8 @@ def test_unsupported_cases_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot compress a model while it loads"):
         auto.from_config(cfg).save_pretrained(tmp_path / "dense")
         auto.from_pretrained(tmp_path / "dense", quantization_config=hf.WsqConfig())
+    with pytest.raises(wsq.FormatError, match="dtypes do not match the model"):
+        auto.from_pretrained(tmp_path, dtype=torch.float16)
     loaded = auto.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not serializable"):
         loaded.save_pretrained(tmp_path / "plain")

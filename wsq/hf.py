@@ -21,7 +21,9 @@ the model whose module tree then replaces the model's own.
 
 Limits (clear errors, not silent fallbacks): transformers outside the tested range
 (:data:`TESTED_TRANSFORMERS`); a ``device_map`` that spreads the model over several devices or
-onto disk; a ``quantization_config=WsqConfig()`` used to compress while loading (compress with
+onto disk; a ``dtype=`` other than the saved one (``wsq.FormatError`` listing the
+tensors; load as saved, then ``model.to(dtype)``: wsq's layers compute in it from the same
+float32 tables); a ``quantization_config=WsqConfig()`` used to compress while loading (compress with
 ``wsq.compress`` / ``wsq.tune`` first); a sharded or non-safetensors checkpoint. A model loaded this
 way saves with :func:`save_pretrained` (``model.save_pretrained`` raises, since transformers would
 write the packed buffers, not a wsq file).
