@@ -24,7 +24,7 @@ def test_grid_quantizer_matches_rounding_and_saves(tmp_path):
     delta0 = 0.01
     r = gq.quantize(grid.GridPlan(delta0, (1, 1)))
     assert torch.all(r.codebook[1:] > r.codebook[:-1])
-    for i, e in enumerate(gq.entries):
+    for i in range(len(gq.entries)):
         w = gq.weights(i)  # read from the model, one tensor at a time (no pool copy)
         assert torch.equal(r.points[i], torch.round(w / delta0).to(torch.int64))
     work = copy.deepcopy(m)
@@ -245,3 +245,71 @@ def test_search_grid_is_seeded_and_checks_arguments(grid_result):
         wsq.search(m, ev, rd=0.5)
     with pytest.raises(ValueError, match="evaluate.*nan"):
         wsq.search(m, lambda mod: math.nan, method="grid", pop_size=4, generations=1)
+
+
+# ----------------------------------------------------------------------------- bounded by points used
+
+
+def _outlier_net() -> nn.Module:
+    """Two small tensors whose ranges span millions of fine steps but use few points."""
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 20))
+    with torch.no_grad():
+        m[0].weight.mul_(0.01)
+        m[0].weight[0, 0] = 40.0  # outliers far out: a span of ~2**22 steps of 2e-5
+        m[1].weight[3, 4] = -35.0
+    return m
+
+
+def test_wide_tensors_are_accumulated_sparsely_with_the_same_result(monkeypatch):
+    from wsq.core import grid_quant
+
+    m = _outlier_net()
+    gq = grid.GridQuantizer(m)
+    plan = grid.GridPlan(5e-5, (1, 2), rd=1.0)
+    assert not any(gq._dense(i, plan) for i in range(2))  # the default: sparse for both
+    sparse = gq.quantize(plan)
+    monkeypatch.setattr(grid_quant, "DENSE_CELLS", 1 << 22)  # now dense for both
+    assert all(gq._dense(i, plan) for i in range(2))
+    dense = gq.quantize(plan)
+    assert torch.equal(sparse.codebook, dense.codebook)
+    assert torch.equal(sparse.at, dense.at) and torch.equal(sparse.entry, dense.entry)
+    assert np.array_equal(sparse.per_stream, dense.per_stream)
+    for i in range(2):
+        assert torch.equal(sparse.points[i], dense.points[i])
+        p_dense = gq.part(dense, i)
+        monkeypatch.setattr(grid_quant, "DENSE_CELLS", 16)
+        p_sparse = gq.part(sparse, i)
+        monkeypatch.setattr(grid_quant, "DENSE_CELLS", 1 << 22)
+        assert torch.equal(p_dense[0], p_sparse[0])  # packed indices
+        torch.testing.assert_close(p_dense[1], p_sparse[1], rtol=0, atol=0, equal_nan=True)
+    # the result holds the points used, not the grid's range
+    assert sparse.at.numel() < 2000 and sparse.codebook.numel() <= sparse.at.numel()
+
+
+def _hwm_growth(fn) -> int:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+    def field(name):
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(name + ":"))
+
+    base = field("VmRSS")
+    fn()
+    return field("VmHWM") - base
+
+
+@pytest.mark.skipif(
+    not (os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs", os.W_OK)),
+    reason="needs Linux /proc/self/clear_refs to reset the RSS high-water mark",
+)
+def test_memory_is_bounded_by_points_used_not_the_grid_range():
+    # a grid of ~2**22 points over |w| <= 40: per-point arrays over the range would be 64+ MB
+    # (counts, float64 sums, relabel); 1200 weights use a few hundred points
+    m = _outlier_net()
+    gq = grid.GridQuantizer(m)
+    plan = grid.GridPlan(2e-5, (1, 2), rd=1.0)
+    gq.quantize(plan)  # warm up (lazy imports, first-call allocations)
+    grew = _hwm_growth(lambda: gq.part(gq.quantize(plan), 0))
+    assert grew < 16 << 20, grew

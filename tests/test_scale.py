@@ -342,11 +342,6 @@ def test_peak_memory_within_bounds(child, op):
         assert r["peak"] < 0.6 * r["dense"], r
     elif op == "load":
         assert r["peak"] <= r["packed"] + 2 * r["largest"], r
-    elif op in ("tune", "search_grid"):
-        # NOT yet issue 24's bound (measured on this model: tune +0.53x, grid search +0.88x of
-        # the dense bytes; before: a dense working copy plus int64 points, 13x at 220M): the
-        # grid's per-point histograms are sized by the grid's range at its finest candidates
-        assert r["peak"] <= 1.0 * r["dense"], r
     else:
         # the process holds the dense model; the path adds at most half of it
         assert r["peak"] <= 0.5 * r["dense"], r

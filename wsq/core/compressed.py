@@ -182,7 +182,10 @@ def _assemble(
                 f"{n}: {t.numel()} bytes of packed indices; shape {tuple(p.shape)} at {width} "
                 f"bits needs {need}"
             )
-        chosen[gi] = t.reshape(-1) if table is None else (t.reshape(-1), table)
+        # not a view of a 1-D tensor: a view keeps its base, and set_part's set_ on the buffer
+        # would then never free the first indices (a working copy held two sets of them)
+        flat = t if t.dim() == 1 else t.reshape(-1)
+        chosen[gi] = flat if table is None else (flat, table)
     qnames = {n for gi in chosen for n in groups[gi][0]}
     rest_keys = [n for n in state_keys if n not in qnames]
     if rest_state is not None:

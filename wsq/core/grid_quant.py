@@ -2,12 +2,21 @@
 
 See wsq.core.grid for the method. :class:`GridQuantizer` never holds the pool: each pass reads a
 tensor from its source (the model's own parameter, or a checkpoint), assigns its weights to grid
-points chunk by chunk (:data:`CHUNK` elements: the float64 temporaries of the rate-aware pass stay
-a few MB however large the tensor) and accumulates per-point counts and float64 sums over
-the grid's span. A plan costs ``1 + rd_iters`` such passes to build its codebook; the points are
-never stored (``GridResult.points[i]`` recomputes them), and writing a plan into a compressed
-working copy (:meth:`GridQuantizer.update`) is one more pass that packs each tensor at the width
-of the values it uses.
+points chunk by chunk (:data:`CHUNK` weights: temporaries stay a few MB however large the tensor)
+and accumulates per-point counts and float64 sums. Memory is bounded by the points a plan uses
+(<= :data:`MAX_POINTS`), never by the grid's range: a tensor spanning at most :data:`DENSE_CELLS`
+of its steps is counted in a dense array over that span (a few MB), a wider one (an outlier far
+out) sparsely, by merging each chunk's distinct points; the shared codebook is the sorted list of
+used points. A plan costs ``1 + rd_iters`` such passes to build its codebook; the points are never
+stored (``GridResult.points[i]`` recomputes them), and writing a plan into a compressed working
+copy (:meth:`GridQuantizer.update`) is one more pass that packs each tensor at the width of the
+values it uses.
+
+The rate-aware pass picks, for each weight, the cheaper of its two neighbouring tensor points by
+``(w - v)^2 + lam * codelength(v)``. The difference of the two costs is linear in w, so the choice
+is one threshold per cell between neighbours: computed once per tensor over its span (float64,
+then the float32 comparand that gives the same decision), a weight's choice is one gather and one
+comparison. Wide tensors compute the same thresholds per weight (same formula, same decisions).
 """
 
 from __future__ import annotations
@@ -25,11 +34,21 @@ from wsq.core.pool import Pool, collect_pool
 from wsq.core.streaming import ModelSource, check_finite, parts_changed, set_part
 from wsq.kernels import ops
 
-__all__ = ["GridPlan", "GridResult", "GridQuantizer", "CHUNK", "MAX_POINTS", "MAX_SPAN"]
+__all__ = [
+    "GridPlan",
+    "GridResult",
+    "GridQuantizer",
+    "CHUNK",
+    "DENSE_CELLS",
+    "MAX_POINTS",
+    "MAX_SPAN",
+]
 
 MAX_POINTS = 65536  # a wsq codebook holds at most 2**16 entries
-MAX_SPAN = 1 << 24  # grid points between the lowest and highest used one (histogram size)
-CHUNK = 1 << 18  # weights per chunk of a pass: float64 temporaries of 2 MiB each
+MAX_SPAN = 1 << 24  # grid points over the pool's range: indices stay exact in float32
+CHUNK = 1 << 18  # weights per chunk of a pass: temporaries of 1-2 MiB each
+DENSE_CELLS = 1 << 18  # a tensor spanning more of its steps is accumulated sparsely
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -59,19 +78,20 @@ class _Points:
         return len(self._gq.entries)
 
     def __getitem__(self, i: int) -> Tensor:
-        m = int(self._res.plan.mult[i])
-        return torch.cat([r * m for _, r in self._gq._chunks(i, self._res)])
+        m, rlo = int(self._res.plan.mult[i]), self._res.rlo[i]
+        return torch.cat([(j.to(torch.int64) + rlo) * m for _, j in self._gq._chunks(i, self._res)])
 
 
 @dataclass
 class GridResult:
-    """What one plan gives: codebook (float32 (n,), ascending), the relabelling from grid points
-    (``relabel[point - lo_point]``: codebook index, -1 unused), per-stream histograms over the
-    codebook, the coded bits per weight; ``points[i]`` recomputes entry i's int64 grid points."""
+    """What one plan gives: codebook (float32 (n,), ascending); the grid points some weight uses
+    (``at``, int64 ascending) and the codebook entry of each (``entry``); per-stream histograms
+    over the codebook; the coded bits per weight; ``points[i]`` recomputes entry i's int64 grid
+    points. Its size is bounded by the points used, not by the grid's range."""
 
     codebook: Tensor
-    lo_point: int
-    relabel: Tensor  # int64 (span,)
+    at: Tensor  # int64 (n_points,)
+    entry: Tensor  # int64 (n_points,): codebook index of each used point (float32 ties share one)
     per_stream: np.ndarray  # int64 (n_streams, n)
     bits: float = math.nan  # coded bits per pooled weight (wsq.entropy.size_bits, auto coder)
     extra: dict = field(default_factory=dict)
@@ -80,11 +100,69 @@ class GridResult:
     rlo: list[int] = field(default_factory=list)  # per tensor: lowest possible step index
     points: _Points | None = None
 
+    def lookup(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """(hit bool, codebook entry int64; 0 where not hit) of int64 grid points."""
+        if self.at.numel() == 0:
+            return torch.zeros_like(points, dtype=torch.bool), torch.zeros_like(points)
+        pos = torch.searchsorted(self.at, points).clamp_(max=self.at.numel() - 1)
+        hit = self.at[pos] == points
+        return hit, torch.where(hit, self.entry[pos], 0)
+
 
 def _coded_bits(per_stream: np.ndarray) -> float:
     from wsq.io import entropy
 
     return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
+
+
+def _thresholds(v0: Tensor, v1: Tensor, l0: Tensor, l1: Tensor) -> tuple[Tensor, Tensor]:
+    """Per cell between points of values v0, v1 and rate costs l0, l1 (float64): (f float32,
+    rev bool) such that a float32 weight x goes to the upper point, i.e.
+    ``(x - v1)^2 + l1 < (x - v0)^2 + l0`` (ties stay low), exactly when ``(x > f) != rev``.
+
+    The cost difference is ``(v1 - v0) (v1 + v0 - 2x) + l1 - l0``: below zero for x above
+    ``t = (v0 + v1) / 2 + (l1 - l0) / (2 (v1 - v0))`` when v1 > v0, below it when v1 < v0 (the
+    upper point's value below the lower's: possible where a coarse tensor's mean sits near an
+    unused point), and for every x or none when v1 == v0."""
+    a = v1 - v0
+    dl = l1 - l0
+    t = 0.5 * (v0 + v1) + dl / (2.0 * torch.where(a == 0, 1.0, a))
+    t = torch.where(a == 0, torch.where(dl < 0, -_INF, _INF), t)
+    rev = a < 0
+    f = t.float()
+    # up iff x > t (x float32): x > f for f the largest float32 <= t; reversed, up iff x < t,
+    # i.e. not (x > f) for f the largest float32 < t
+    over = torch.where(rev, f.double() >= t, f.double() > t)
+    f = torch.where(over, torch.nextafter(f, torch.tensor(-_INF)), f)
+    return f, rev
+
+
+class _Sparse:
+    """Distinct int64 keys (ascending) with int64 counts and float64 sums, merged batch by batch;
+    more than MAX_POINTS keys is a ValueError (no codebook could hold them)."""
+
+    def __init__(self) -> None:
+        self.keys = torch.zeros(0, dtype=torch.int64)
+        self.counts = torch.zeros(0, dtype=torch.int64)
+        self.sums = torch.zeros(0, dtype=torch.float64)
+
+    def add(self, keys: Tensor, counts: Tensor, sums: Tensor) -> None:
+        k = torch.cat([self.keys, keys])
+        u, inv = torch.unique(k, sorted=True, return_inverse=True)
+        if u.numel() > MAX_POINTS:
+            raise ValueError(_too_many(u.numel()))
+        self.counts = torch.zeros(u.numel(), dtype=torch.int64).index_add_(
+            0, inv, torch.cat([self.counts, counts])
+        )
+        self.sums = torch.zeros(u.numel(), dtype=torch.float64).index_add_(
+            0, inv, torch.cat([self.sums, sums])
+        )
+        self.keys = u
+
+    def add_raw(self, j: Tensor, x: Tensor) -> None:
+        u, inv, c = torch.unique(j, sorted=True, return_inverse=True, return_counts=True)
+        s = torch.zeros(u.numel(), dtype=torch.float64).index_add_(0, inv, x.double())
+        self.add(u.to(torch.int64), c, s)
 
 
 class GridQuantizer:
@@ -143,49 +221,80 @@ class GridQuantizer:
         step = int(plan.mult[i]) * plan.delta0
         return math.floor(self.wmin[i] / step) - 2, math.ceil(self.wmax[i] / step) + 2
 
+    def _dense(self, i: int, plan: GridPlan) -> bool:
+        lo, hi = self._bounds(i, plan)
+        return hi - lo + 1 <= DENSE_CELLS
+
+    def _values_costs(self, i: int, res: GridResult, q: Tensor) -> tuple[Tensor, Tensor]:
+        """float64 value and rate cost (lam * code length of entry i's stream) of grid points q
+        under res.prev; a point no weight uses yet holds about its grid position, and costs a
+        bit more than entry i's rarest code (it would need a table entry and a rare code)."""
+        plan, prev = res.plan, res.prev
+        step = int(plan.mult[i]) * plan.delta0
+        lam = plan.rd * math.log(2) / 6.0 * step * step
+        if "length" not in prev.extra:
+            prev.extra["cb"] = prev.codebook.double()
+            prev.extra["length"] = {}
+        lengths = prev.extra["length"]
+        if i not in lengths:
+            hist = prev.per_stream[i].astype(np.float64)
+            ln = torch.from_numpy(-np.log2(np.maximum(hist, 0.5) / hist.sum()))
+            lengths = {i: (ln, float(ln.max()) + 1.0)}  # one tensor's at a time
+            prev.extra["length"] = lengths
+        length, unused = lengths[i]
+        hit, e = prev.lookup(q)
+        v = torch.where(hit, prev.extra["cb"][e], q.double() * plan.delta0)
+        return v, torch.where(hit, length[e], unused) * lam
+
     def _chunks(self, i: int, res: GridResult) -> Iterator[tuple[Tensor, Tensor]]:
-        """(weights, step index) per chunk of entry i under res's plan (point = index * mult)."""
+        """(weights, local step index j) per chunk of entry i under res's plan: the weight's
+        grid point is ``(j + res.rlo[i]) * mult``; j is int32 for a dense tensor, else int64, and
+        is a buffer reused by the next chunk (use it before asking for the next)."""
         plan, prev = res.plan, res.prev
         m = int(plan.mult[i])
-        w_all = self._weights(i)
-        if prev is None:
-            for s in range(0, w_all.numel(), CHUNK):
-                w = w_all[s : s + CHUNK]
-                yield w, torch.round(w / (m * plan.delta0)).to(torch.int64)
-            return
-        # entropy-constrained choice between each weight's two nearest tensor points; a point's
-        # value and code length are looked up among prev's used points (<= 65536, sorted), so
-        # nothing is sized by the grid's range
         step = m * plan.delta0
-        at, ent, length, unused_len = self._rd_lookup(i, prev)
-        cb = prev.codebook.double()
-        lam = plan.rd * math.log(2) / 6.0 * step * step
+        rlo, rhi = self._bounds(i, plan)
+        dense = rhi - rlo + 1 <= DENSE_CELLS
+        jt = torch.int32 if dense else torch.int64
+        w_all = self._weights(i)
+        if prev is not None and dense:  # one threshold per cell of the span
+            q = torch.arange(rlo, rhi + 1, dtype=torch.int64) * m
+            v, c = self._values_costs(i, res, q)
+            f, rev = _thresholds(v[:-1], v[1:], c[:-1], c[1:])
+            rev = rev if bool(rev.any()) else None
+            del q, v, c
+        # |index| < MAX_SPAN = 2**24: exact in float32, so floor/round/subtract stay exact. The
+        # chunk buffers are allocated once per tensor: a fresh buffer per chunk costs more in
+        # page faults than the arithmetic
+        n = min(CHUNK, w_all.numel())
+        qf = torch.empty(n, dtype=torch.float32)
+        cell = torch.empty(n, dtype=jt)
+        if prev is not None:
+            g = torch.empty(n, dtype=torch.float32)
+            up = torch.empty(n, dtype=torch.bool)
         for s in range(0, w_all.numel(), CHUNK):
-            w = w_all[s : s + CHUNK].double()
-            lower = torch.floor(w / step).to(torch.int64)
-            costs = []
-            for q in (lower * m, (lower + 1) * m):
-                pos = torch.searchsorted(at, q).clamp_(max=at.numel() - 1)
-                hit = at[pos] == q
-                j = ent[pos]
-                # a point no weight uses yet would hold about its grid position
-                v = torch.where(hit, cb[j], q.double() * plan.delta0)
-                ln = torch.where(hit, length[j], unused_len)
-                costs.append((w - v) ** 2 + lam * ln)
-            yield w, torch.where(costs[0] <= costs[1], lower, lower + 1)
-
-    def _rd_lookup(self, i: int, prev: GridResult):
-        """prev's used grid points (ascending), their codebook entries, and entry i's stream code
-        length (bits) per codebook entry and for an entry its stream does not use."""
-        if prev.extra.get("at") is None:
-            used = torch.nonzero(prev.relabel >= 0).reshape(-1)
-            prev.extra["at"] = used + prev.lo_point
-            prev.extra["ent"] = prev.relabel[used]
-        hist = prev.per_stream[i].astype(np.float64)
-        # an entry unused by the stream gets the length of half a count (it would need a table
-        # entry and a rare code)
-        length = torch.from_numpy(-np.log2(np.maximum(hist, 0.5) / hist.sum()))
-        return prev.extra["at"], prev.extra["ent"], length, float(length.max()) + 1.0
+            x = w_all[s : s + CHUNK]
+            k = x.numel()
+            q, c = qf[:k], cell[:k]
+            torch.div(x, step, out=q)
+            if prev is None:
+                c.copy_(q.round_().sub_(rlo))
+                yield x, c
+                continue
+            c.copy_(q.floor_().sub_(rlo))
+            if dense:
+                torch.gt(x, torch.index_select(f, 0, c, out=g[:k]), out=up[:k])
+                if rev is not None:
+                    up[:k] ^= rev[c]
+            else:  # the same thresholds, weight by weight
+                q0 = (c + rlo) * m
+                v0, c0 = self._values_costs(i, res, q0)
+                v1, c1 = self._values_costs(i, res, q0 + m)
+                fw, rw = _thresholds(v0, v1, c0, c1)
+                torch.gt(x, fw, out=up[:k])
+                up[:k] ^= rw
+                del q0, v0, c0, v1, c1, fw, rw
+            yield x, c.add_(up[:k])
 
     def quantize(self, plan: GridPlan) -> GridResult:
         """Assign every pooled weight to a grid point and build the shared codebook."""
@@ -203,84 +312,87 @@ class GridQuantizer:
         res = self._accumulate(plan, None)
         for _ in range(plan.rd_iters if plan.rd > 0 else 0):
             res = self._accumulate(plan, res)
+            res.prev.prev = None  # only the last pass's reference is needed to recompute points
+        res.bits = _coded_bits(res.per_stream) / float(self.numel.sum())  # the final pass only
         return res
 
     def _accumulate(self, plan: GridPlan, prev: GridResult | None) -> GridResult:
         """One pass: every tensor's points (plain rounding, or rate-aware against `prev`), their
-        counts and float64 sums per grid point, then the codebook of the used points."""
-        bounds = [self._bounds(i, plan) for i in range(len(self.entries))]
-        res = GridResult(torch.empty(0), 0, torch.empty(0), np.zeros((0, 0)), plan=plan, prev=prev)
-        res.rlo = [b[0] for b in bounds]
-        g_lo = min(b[0] * int(m) for b, m in zip(bounds, plan.mult, strict=True))
-        g_hi = max(b[1] * int(m) for b, m in zip(bounds, plan.mult, strict=True))
-        counts = torch.zeros(g_hi - g_lo + 1, dtype=torch.int64)
-        sums = torch.zeros(g_hi - g_lo + 1, dtype=torch.float64)
-        local = []
-        for i, (rlo, rhi) in enumerate(bounds):
-            m, size = int(plan.mult[i]), rhi - rlo + 1
-            lc = torch.zeros(size, dtype=torch.int64)
-            ls = torch.zeros(size, dtype=torch.float64)
-            for w, r in self._chunks(i, res):
-                j = r - rlo
-                lc += torch.bincount(j, minlength=size)
-                ls += torch.bincount(j, weights=w.double(), minlength=size)
-            start = rlo * m - g_lo
-            counts[start : start + (size - 1) * m + 1 : m] += lc
-            sums[start : start + (size - 1) * m + 1 : m] += ls
-            local.append(lc)
-        used = counts > 0
-        first = int(used.to(torch.uint8).argmax())
-        last = len(used) - 1 - int(used.flip(0).to(torch.uint8).argmax())
-        counts, sums, used = (
-            counts[first : last + 1],
-            sums[first : last + 1],
-            used[first : last + 1],
-        )
-        n = int(used.sum())
-        if n > MAX_POINTS:
-            raise ValueError(
-                f"the plan uses {n} grid points; a codebook holds at most {MAX_POINTS}"
-            )
-        lo = g_lo + first
-        codebook = (sums[used] / counts[used]).to(torch.float32)
+        counts and float64 sums per used point, then the codebook of the used points."""
+        empty = torch.zeros(0, dtype=torch.int64)
+        res = GridResult(torch.zeros(0), empty, empty, np.zeros((0, 0)), plan=plan, prev=prev)
+        res.rlo = [self._bounds(i, plan)[0] for i in range(len(self.entries))]
+        total = _Sparse()
+        per_tensor = []  # (points, counts) of each tensor: bounded by the points used
+        for i in range(len(self.entries)):
+            m, (rlo, rhi) = int(plan.mult[i]), self._bounds(i, plan)
+            size = rhi - rlo + 1
+            if size <= DENSE_CELLS:  # a dense histogram over the tensor's span: a few MB
+                lc = torch.zeros(size, dtype=torch.int64)
+                ls = torch.zeros(size, dtype=torch.float64)
+                xd = torch.empty(min(CHUNK, int(self.numel[i])), dtype=torch.float64)
+                for x, j in self._chunks(i, res):
+                    lc += torch.bincount(j, minlength=size)
+                    xk = xd[: x.numel()]
+                    ls += torch.bincount(j, weights=xk.copy_(x), minlength=size)
+                nz = torch.nonzero(lc).reshape(-1)
+                if nz.numel() > MAX_POINTS:
+                    raise ValueError(_too_many(nz.numel()))
+                keys, cnt, sums = nz, lc[nz], ls[nz]
+                del lc, ls
+            else:
+                sp = _Sparse()
+                for x, j in self._chunks(i, res):
+                    sp.add_raw(j, x)
+                keys, cnt, sums = sp.keys, sp.counts, sp.sums
+            pts = (keys + rlo) * m
+            total.add(pts, cnt, sums)
+            per_tensor.append((pts, cnt))
+        at, counts, sums = total.keys, total.counts, total.sums
+        codebook = (sums / counts).to(torch.float32)
         # means of disjoint ascending cells are ascending; float32 rounding could tie, never
         # invert: tied cells are one value, so one codebook entry (what a compressed model holds)
         codebook = torch.cummax(codebook, 0).values
         codebook, entry = torch.unique_consecutive(codebook, return_inverse=True)
-        relabel = torch.full((len(used),), -1, dtype=torch.int64)
-        relabel[used] = entry
-        per_stream = np.zeros((len(local), codebook.numel()), dtype=np.int64)
-        for i, lc in enumerate(local):
-            nz = torch.nonzero(lc).reshape(-1)
-            pts = (res.rlo[i] + nz) * int(plan.mult[i]) - lo
-            per_stream[i] = torch.bincount(
-                relabel[pts], weights=lc[nz].double(), minlength=codebook.numel()
-            ).numpy()
-        res.codebook, res.lo_point, res.relabel, res.per_stream = codebook, lo, relabel, per_stream
-        res.bits = _coded_bits(per_stream) / float(self.numel.sum())
+        n = codebook.numel()
+        per_stream = np.zeros((len(per_tensor), n), dtype=np.int64)
+        for i, (pts, cnt) in enumerate(per_tensor):
+            e = entry[torch.searchsorted(at, pts)]
+            per_stream[i] = torch.bincount(e, weights=cnt.double(), minlength=n).numpy()
+        res.codebook, res.at, res.entry, res.per_stream = codebook, at, entry, per_stream
         res.points = _Points(self, res)
         return res
 
     # ------------------------------------------------------------------ outputs
 
     def part(self, res: GridResult, i: int) -> tuple[Tensor, Tensor]:
-        """(packed, table) of entry i: its indices at the width of the values it uses."""
+        """(packed, table) of entry i: its indices at the width of the values it uses, packed
+        chunk by chunk (a chunk of CHUNK indices is a whole number of bytes at any width)."""
         used = torch.from_numpy(np.nonzero(res.per_stream[i])[0])  # ascending codebook entries
         bits = ops.bits_for(used.numel())
-        rank = torch.zeros(res.codebook.numel(), dtype=torch.int64)
-        rank[used] = torch.arange(used.numel())
-        m = int(res.plan.mult[i])
-        rlo, rhi = res.rlo[i], self._bounds(i, res.plan)[1]
-        pts = torch.arange(rlo, rhi + 1, dtype=torch.int64) * m - res.lo_point
-        span = len(res.relabel)
-        e = res.relabel[pts.clamp(0, span - 1)]
-        local = torch.where((pts >= 0) & (pts < span) & (e >= 0), rank[e.clamp_min(0)], 0)
-        idx = torch.empty(int(self.numel[i]), dtype=torch.uint8 if bits <= 8 else torch.uint16)
+        odt = torch.uint8 if bits <= 8 else torch.uint16
+        rank = torch.zeros(res.codebook.numel(), dtype=torch.int32)
+        rank[used] = torch.arange(used.numel(), dtype=torch.int32)
+        m, rlo = int(res.plan.mult[i]), res.rlo[i]
+        dense = self._dense(i, res.plan)
+        if dense:  # local step index -> rank among the tensor's used values (int16 holds the
+            # bit pattern of a uint16 rank; index_select has no uint16 kernel)
+            rhi = self._bounds(i, res.plan)[1]
+            hit, e = res.lookup(torch.arange(rlo, rhi + 1, dtype=torch.int64) * m)
+            ldt = torch.uint8 if bits <= 8 else torch.int16
+            local = torch.where(hit, rank[e], 0).to(ldt)
+            buf = torch.empty(min(CHUNK, int(self.numel[i])), dtype=ldt)
+        packed = torch.empty(ops.packed_bytes(int(self.numel[i]), bits), dtype=torch.uint8)
         pos = 0
-        for _, r in self._chunks(i, res):
-            idx[pos : pos + r.numel()] = local[r - rlo]
-            pos += r.numel()
-        return ops.pack(idx, bits), ops.lut_table(res.codebook[used], bits)
+        for _, j in self._chunks(i, res):
+            if dense:
+                idx = torch.index_select(local, 0, j, out=buf[: j.numel()]).view(odt)
+            else:
+                idx = rank[res.lookup((j + rlo) * m)[1]].to(odt)
+            b = ops.pack(idx, bits)
+            packed[pos : pos + b.numel()] = b
+            pos += b.numel()
+        return packed, ops.lut_table(res.codebook[used], bits)
 
     def parts(self, res: GridResult) -> tuple[Tensor, int, list[tuple[Tensor, Tensor]]]:
         """(codebook, bits of the shared codebook, per entry (packed, table))."""
@@ -311,11 +423,12 @@ class GridQuantizer:
         params = self.pool.tensors(work)
         with torch.no_grad():
             for i, p in enumerate(params):
-                m = int(res.plan.mult[i])
+                m, rlo = int(res.plan.mult[i]), res.rlo[i]
                 v = torch.cat(
-                    [
-                        res.codebook[res.relabel[r * m - res.lo_point]]
-                        for _, r in self._chunks(i, res)
-                    ]
+                    [res.codebook[res.lookup((j + rlo) * m)[1]] for _, j in self._chunks(i, res)]
                 )
                 p.data.copy_(v.reshape(p.shape).to(p.dtype))
+
+
+def _too_many(n: int) -> str:
+    return f"the plan uses {n} grid points; a codebook holds at most {MAX_POINTS}"

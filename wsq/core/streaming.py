@@ -169,7 +169,7 @@ def set_part(c: Compressed, i: int, packed: Tensor, table: Tensor) -> None:
     g = c._groups[i]
     dev = g.packed().device
     with torch.no_grad():
-        g.packed().set_(packed.reshape(-1).to(dev))
+        g.packed().set_((packed if packed.dim() == 1 else packed.reshape(-1)).to(dev))
         g.table().set_(table.to(dev))
 
 
