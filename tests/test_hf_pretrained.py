@@ -163,10 +163,10 @@ def test_version_check_names_the_range(monkeypatch):
         hf._check_transformers()
 
 
-def test_import_wsq_does_not_import_transformers():
+def test_import_wsq_does_not_import_transformers(tmp_path):
     code = "import sys, wsq; print('transformers' in sys.modules, 'wsq.hf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=_child_env())  # fmt: skip
+                         env=_child_env(), cwd=tmp_path)  # fmt: skip
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -245,6 +245,7 @@ def test_llama_fresh_process_bit_identical_and_below_dense(tmp_path):
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, step, str(tmp_path)],
             capture_output=True, text=True, env=_child_env(), timeout=600,
+            cwd=tmp_path,  # `python -c` puts cwd first on sys.path: never the source tree
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
