@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 
 import torch
 from torch import nn
+
+from wsq.examples.cache import cache_dir, cached
 
 __all__ = ["DigitsCNN", "splits", "train", "load_or_train", "cache_dir"]
 
@@ -88,14 +89,6 @@ def train(seed: int = 0, data: dict | None = None) -> DigitsCNN:
     return model.eval()
 
 
-def cache_dir() -> str:
-    """``$XDG_CACHE_HOME/wsq`` (when set and absolute) or ``~/.cache/wsq``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "wsq")
-
-
 def _cache_path(seed: int, directory: str) -> str:
     import torch as _t
 
@@ -109,25 +102,5 @@ def load_or_train(seed: int = 0, *, directory: str | None = None) -> tuple[Digit
     Returns (model in eval mode, cache path or None when the cache directory is not writable).
     A cache file that does not load cleanly (truncated, other keys) is retrained and replaced.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
     directory = cache_dir() if directory is None else directory
-    path = _cache_path(seed, directory)
-    model = DigitsCNN()
-    if os.path.isfile(path):
-        try:
-            state = load_file(path)
-            model.load_state_dict(state, strict=True)
-            return model.eval(), path
-        except (SafetensorError, RuntimeError, OSError, ValueError):
-            pass  # corrupted or stale: retrain below
-    model = train(seed)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        return model, None
-    return model, path
+    return cached(_cache_path(seed, directory), DigitsCNN, lambda: train(seed))

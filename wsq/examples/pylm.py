@@ -6,7 +6,7 @@ into training files, decision files (``val``: what a tune or merge decides on) a
 (``test``: only reported). The model is transformers' ``LlamaForCausalLM`` over bytes (vocabulary
 256, no tokenizer); the default :class:`Recipe` has 10.8M parameters and trains in a few minutes on
 two CPU cores. Training is seeded and runs at a fixed thread count, so it is deterministic on a
-machine; the weights are cached as a safetensors file in ``wsq.examples.digits.cache_dir()``,
+machine; the weights are cached as a safetensors file in ``wsq.examples.cache.cache_dir()``,
 keyed by a hash of the recipe, the corpus bytes and the torch/transformers versions (a stdlib of
 another Python version is another corpus, hence another cache file).
 
@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import secrets
 import sysconfig
 from dataclasses import dataclass
 
@@ -223,32 +222,14 @@ def load_or_train(recipe: Recipe = Recipe(), *, directory: str | None = None):
     """(model in eval mode, cache path or None when the cache is not writable): from the cache
     when a file for this recipe, corpus and torch/transformers versions exists, else trained and
     cached. A cache file that does not load cleanly is retrained and replaced."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
-    from wsq.examples.digits import cache_dir
+    from wsq.examples.cache import cache_dir, cached
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a wsq.examples.pylm.Recipe, got {type(recipe).__name__}")
     data = corpus()
     directory = cache_dir() if directory is None else directory
     path = _cache_path(recipe, data, directory)
-    if os.path.isfile(path):
-        model = build(recipe)
-        try:
-            model.load_state_dict(load_file(path), strict=True)
-            return model.eval(), path
-        except (SafetensorError, RuntimeError, OSError, ValueError):
-            pass  # corrupted or stale: retrain below
-    model = train(recipe, data)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        return model, None
-    return model, path
+    return cached(path, lambda: build(recipe), lambda: train(recipe, data))
 
 
 def spec(recipe: Recipe = Recipe(), *, directory: str | None = None):

@@ -353,29 +353,38 @@ def _(packed, n, bits, table, out_dtype):
     return packed.new_empty(n, dtype=out_dtype)
 
 
+def _kernel_form(packed, table, bits) -> bool:
+    """True when packed indices, table and width are already what the CPU kernels take (plain
+    contiguous uint8 / float32 CPU tensors, an int width matching the table) and no tracing or
+    dispatch mode is active: the eager fast paths' shared conditions."""
+    return not (
+        torch.compiler.is_compiling()  # first: dynamo cannot trace the mode queries below
+        or type(packed) not in _PLAIN
+        or type(table) not in _PLAIN
+        or type(bits) is not int
+        or packed.dtype != _U8
+        or table.dtype != _F32
+        or not 1 <= bits <= 16
+        or not (packed.is_cpu and table.is_cpu)
+        or table.numel() != 1 << bits
+        or not (packed.is_contiguous() and table.is_contiguous())
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._is_torch_function_mode_enabled()
+    )
+
+
 def _dequant_eager(packed, n, bits, table, dtype, shape):
     """The kernel called straight away when every argument is already in the form it takes (a
     compressed Conv/EmbeddingBag layer's own buffers, eager CPU): the checks of the general path
     cost ~2.5 us a call, as much as dequantizing an 18k-weight 3x3 conv (AMD EPYC Zen 5). None
     when any condition fails: the general path then checks, converts and raises."""
     if (
-        torch.compiler.is_compiling()  # first: dynamo cannot trace the mode queries below
-        or type(packed) not in _PLAIN
-        or type(table) not in _PLAIN
-        or type(bits) is not int
+        not _kernel_form(packed, table, bits)
         or type(n) is not int
-        or packed.dtype != _U8
-        or table.dtype != _F32
         or dtype not in _FLOATS
-        or not 1 <= bits <= 16
         or n < 0
-        or not (packed.is_cpu and table.is_cpu)
-        or table.numel() != 1 << bits
         or packed.numel() != (n * bits + 7) // 8
-        or not (packed.is_contiguous() and table.is_contiguous())
         or (torch.is_grad_enabled() and table.requires_grad)
-        or torch._C._len_torch_dispatch_stack()
-        or torch._C._is_torch_function_mode_enabled()
     ):
         return None
     # allocated in its final shape: a .view() afterwards costs ~1.8 us, as much as the checks
@@ -448,22 +457,12 @@ def _lut_matmul_eager(x, packed, out_features, bits, table, bias):
     any one fails, leaving the general path to check, convert and raise.
     """
     if (
-        torch.compiler.is_compiling()  # first: dynamo cannot trace the mode queries below
+        not _kernel_form(packed, table, bits)
         or type(x) not in _PLAIN
-        or type(packed) not in _PLAIN
-        or type(table) not in _PLAIN
-        or type(bits) is not int
         or type(out_features) is not int
         or x.dtype != _F32
-        or packed.dtype != _U8
-        or table.dtype != _F32
-        or not 1 <= bits <= 16
         or out_features < 0
-        or not (x.is_cpu and packed.is_cpu and table.is_cpu)
-        or table.numel() != 1 << bits
-        or not (packed.is_contiguous() and table.is_contiguous())
-        or torch._C._len_torch_dispatch_stack()
-        or torch._C._is_torch_function_mode_enabled()
+        or not x.is_cpu
     ):
         return None
     nd = x.dim()
