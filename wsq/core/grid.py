@@ -373,7 +373,7 @@ def tune(
         )
     info["metric"] = max(m for s, m in trace if s == scale)
     t0 = time.perf_counter()
-    gq.update(work, gq.quantize(plan))  # the working copy becomes the result
+    gq.update(work, gq.quantize(plan), final=True)  # the working copy becomes the result
     own[0] += time.perf_counter() - t0
     n = len(trace)
     info["own_s"], info["eval_s"] = own[0], own[1]

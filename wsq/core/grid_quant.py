@@ -31,7 +31,14 @@ from torch import Tensor
 
 from wsq.core.compressed import Compressed, _assemble
 from wsq.core.pool import Pool, collect_pool
-from wsq.core.streaming import ModelSource, check_finite, parts_changed, set_part
+from wsq.core.streaming import (
+    ModelSource,
+    check_finite,
+    compact_parts,
+    part_buffer,
+    parts_changed,
+    set_part,
+)
 from wsq.kernels import ops
 
 __all__ = [
@@ -365,9 +372,10 @@ class GridQuantizer:
 
     # ------------------------------------------------------------------ outputs
 
-    def part(self, res: GridResult, i: int) -> tuple[Tensor, Tensor]:
+    def part(self, res: GridResult, i: int, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(packed, table) of entry i: its indices at the width of the values it uses, packed
-        chunk by chunk (a chunk of CHUNK indices is a whole number of bytes at any width)."""
+        chunk by chunk (a chunk of CHUNK indices is a whole number of bytes at any width).
+        ``out(nbytes)``, when given, returns the uint8 buffer to pack into (or None: a new one)."""
         used = torch.from_numpy(np.nonzero(res.per_stream[i])[0])  # ascending codebook entries
         bits = ops.bits_for(used.numel())
         odt = torch.uint8 if bits <= 8 else torch.uint16
@@ -382,7 +390,10 @@ class GridQuantizer:
             ldt = torch.uint8 if bits <= 8 else torch.int16
             local = torch.where(hit, rank[e], 0).to(ldt)
             buf = torch.empty(min(CHUNK, int(self.numel[i])), dtype=ldt)
-        packed = torch.empty(ops.packed_bytes(int(self.numel[i]), bits), dtype=torch.uint8)
+        nbytes = ops.packed_bytes(int(self.numel[i]), bits)
+        packed = out(nbytes) if out is not None else None
+        if packed is None:
+            packed = torch.empty(nbytes, dtype=torch.uint8)
         pos = 0
         for _, j in self._chunks(i, res):
             if dense:
@@ -411,11 +422,16 @@ class GridQuantizer:
             skipped=self.pool.skipped, narrowed=True,
         )  # fmt: skip
 
-    def update(self, work: Compressed, res: GridResult) -> None:
+    def update(self, work: Compressed, res: GridResult, *, final: bool = False) -> None:
         """Rewrite `work` (a Compressed from :meth:`compress`) to hold `res`, in place, one tensor
-        at a time: a search's one working copy, never a second model."""
+        at a time: a search's one working copy, never a second model. Each tensor is packed into
+        the storage it already has when large enough (no allocation churn per candidate; see
+        wsq.core.streaming.part_buffer); ``final`` trims the storages to size afterwards."""
         for i in range(len(self.entries)):
-            set_part(work, i, *self.part(res, i))
+            packed, table = self.part(res, i, out=lambda n, i=i: part_buffer(work, i, n))
+            set_part(work, i, packed, table)
+        if final:
+            compact_parts(work)
         parts_changed(work)
 
     def write(self, res: GridResult, work: torch.nn.Module) -> None:

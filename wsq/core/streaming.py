@@ -29,6 +29,8 @@ __all__ = [
     "check_finite",
     "working_copy",
     "set_part",
+    "part_buffer",
+    "compact_parts",
     "parts_changed",
 ]
 
@@ -171,6 +173,31 @@ def set_part(c: Compressed, i: int, packed: Tensor, table: Tensor) -> None:
     with torch.no_grad():
         g.packed().set_((packed if packed.dim() == 1 else packed.reshape(-1)).to(dev))
         g.table().set_(table.to(dev))
+
+
+def part_buffer(c: Compressed, i: int, nbytes: int) -> Tensor | None:
+    """A uint8 (nbytes,) view of the storage tensor i (pool order) of `c` holds its packed
+    indices in, when that storage is large enough (CPU only), else None.
+
+    A working copy rewritten per candidate then packs each candidate into the bytes the last one
+    used instead of allocating and freeing buffers of every size: with glibc's default
+    allocator that churn left tens of MB per candidate in the heap (resident, never returned),
+    so the process grew with the number of candidates. The storage keeps the largest size a
+    candidate needed (never more than the peak already held); :func:`compact_parts` trims it."""
+    cur = c._groups[i].packed()
+    store = cur.untyped_storage()
+    if cur.device.type != "cpu" or store.nbytes() < nbytes:
+        return None
+    return torch.empty(0, dtype=torch.uint8).set_(store, 0, (nbytes,))
+
+
+def compact_parts(c: Compressed) -> None:
+    """Give each packed tensor of `c` a storage of exactly its size (after :func:`part_buffer`)."""
+    with torch.no_grad():
+        for g in c._groups:
+            p = g.packed()
+            if p.untyped_storage().nbytes() > p.numel() * p.element_size():
+                p.set_(p.clone())
 
 
 def parts_changed(c: Compressed) -> None:
