@@ -345,3 +345,43 @@ def test_peak_memory_within_bounds(child, op):
     else:
         # the process holds the dense model; the path adds at most half of it
         assert r["peak"] <= 0.5 * r["dense"], r
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_cli_compresses_a_checkpoint_without_its_dense_model(tmp_path, capsys):
+    from wsq.cli.main import main
+
+    m = _model()
+    ckpt = _save_checkpoint(m, tmp_path, shards=3)
+    spec = tmp_path / "spec.py"
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec.write_text(
+        f"import sys\nsys.path.insert(0, {here!r})\nfrom test_scale import _Tied\n"
+        "def build():\n    return _Tied()\n"
+    )
+    out = tmp_path / "out"
+    args = ["compress", f"{spec}:build", "--checkpoint", ckpt, "--k", "300", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["k"] == 300 and summary["file_bytes"] == os.path.getsize(out / "model.wsq")
+    wsq.save(wsq.compress(m, 300), tmp_path / "mem.wsq")  # the in-memory path, same bytes
+    assert (out / "model.wsq").read_bytes() == (tmp_path / "mem.wsq").read_bytes()
+    assert sorted(os.listdir(out)) == ["model.wsq", "summary.json"]
+    # each bad input names its flag; nothing is written
+    for extra, msg in [
+        (["--k", "1"], "--k must be in"),
+        (["--k", "16", "--tolerance", "0.1"], "--tolerance: not used with --checkpoint"),
+    ]:
+        bad = [a for a in args if a not in ("--k", "300")] + extra
+        assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+    assert main(["compress", "--checkpoint", ckpt, "--k", "16", "--out", str(tmp_path / "b")]) == 2
+    assert "needs a SPEC" in capsys.readouterr().err
+    assert main(["compress", f"{spec}:build", "--k", "16", "--out", str(tmp_path / "b")]) == 2
+    assert "--checkpoint and --k go together" in capsys.readouterr().err
+    nope = str(tmp_path / "nope.safetensors")
+    assert main(["compress", f"{spec}:build", "--checkpoint", nope, "--k", "16"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -433,3 +433,63 @@ def _publish(staging: str, out: str, names: list[str]) -> None:
         os.rmdir(backup)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def run_checkpoint(spec: str, checkpoint: str, k: int, out: str, coder: str, say) -> dict:
+    """``wsq compress SPEC --checkpoint PATH --k K``: uniform binning at k straight from a
+    safetensors checkpoint (one file, Hugging Face shards + index, or their folder), never
+    holding the dense model. SPEC's function returns the model to fill (or a tuple whose first
+    item is it); it runs under wsq.empty_parameters(), so its parameters stay on the meta device.
+    The file is loaded back from its bytes and its indices compared with the compressed model's
+    before out receives model.wsq and summary.json (as a whole, like run_compress)."""
+    import torch
+
+    import wsq
+    from wsq.cli.specs import _import_spec
+
+    fn = _import_spec(spec)
+
+    def template() -> torch.nn.Module:
+        try:
+            with wsq.empty_parameters():
+                m = fn()
+        except Exception as e:
+            raise CliError(f"bad SPEC {spec!r}: {fn.__name__}() raised {_one_line(e)}") from e
+        m = m[0] if isinstance(m, (tuple, list)) and m else m
+        if not isinstance(m, torch.nn.Module):
+            raise CliError(
+                f"bad SPEC {spec!r}: with --checkpoint the function must return the model (an "
+                f"nn.Module, or a tuple starting with it), got {_describe(m)}"
+            )
+        return m
+
+    t0 = time.perf_counter()
+    tmp = tempfile.mkdtemp(dir=out, prefix=".wsq-tmp-")
+    try:
+        path = os.path.join(tmp, "model.wsq")
+        say(f"compressing {checkpoint} at k={k} (one tensor at a time)")
+        try:
+            c = wsq.compress_checkpoint(checkpoint, template(), k, out=path, coder=coder)
+        except (ValueError, TypeError, OSError, wsq.FormatError) as e:
+            raise CliError(f"--checkpoint {checkpoint!r}: {_one_line(e)}") from e
+        back = wsq.load(path, template())  # re-read from its bytes before it is published
+        if not torch.equal(c.codebook, back.codebook):
+            raise CliError("the written file does not load back to the same codebook")
+        for name, q in c.quantized.items():
+            if not torch.equal(q.packed, back.quantized[name].packed):
+                raise CliError(f"{name}: the written file does not load back to the same indices")
+        del back
+        s = c.stats()
+        summary = {
+            "checkpoint": os.path.abspath(checkpoint), "spec": spec, "method": "uniform", "k": k,
+            "n_bins": int(c.codebook.numel()), "file": os.path.join(out, "model.wsq"),
+            "file_bytes": os.path.getsize(path), "original_bytes": int(s["original_bytes"]),
+            "cr": s["original_bytes"] / os.path.getsize(path),
+            "seconds": time.perf_counter() - t0,
+        }  # fmt: skip
+        with open(os.path.join(tmp, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        _publish(tmp, out, ["model.wsq", "summary.json"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary

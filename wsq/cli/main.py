@@ -137,6 +137,45 @@ def format_info(d: dict) -> str:
 # ----------------------------------------------------------------------------- commands
 
 
+def _cmd_compress_checkpoint(args, say) -> int:
+    """``wsq compress SPEC --checkpoint PATH --k K``: no evaluation, no search (see run_checkpoint)."""
+    if args.checkpoint is None or args.k is None:
+        raise CliError("--checkpoint and --k go together: compress a checkpoint at k bins")
+    if args.spec is None:
+        raise CliError(
+            "--checkpoint needs a SPEC: 'module:function' returning the model to fill (built "
+            "without its dense weights)"
+        )
+    if not 2 <= args.k <= 65536:
+        raise CliError(f"--k must be in 2..65536, got {args.k}")
+    search_only = ("k_min", "k_max", "pop", "gens", "tolerance", "method", "prefer", "grid_iters",
+                   "metric", "variables", "merge_top", "merge_evals")  # fmt: skip
+    given = [n for n in search_only if getattr(args, n, None) is not None]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise CliError(f"{flags}: not used with --checkpoint (uniform bins at --k, no search)")
+    if not os.path.exists(args.checkpoint):
+        raise CliError(f"--checkpoint {args.checkpoint!r} does not exist")
+    from wsq.cli.compress import run_checkpoint
+
+    existed = os.path.isdir(os.path.abspath(os.path.expanduser(args.out)))
+    out = _prepare_out(args.out)
+    try:
+        summary = run_checkpoint(args.spec, args.checkpoint, args.k, out, args.coder or "auto", say)
+    except BaseException:
+        if not existed and not os.listdir(out):
+            os.rmdir(out)
+        raise
+    if args.json:
+        print(json.dumps(_json_safe(summary), allow_nan=False))
+    elif args.quiet:
+        print(summary["file"])
+    else:
+        print(f"wrote {summary['file']}: {summary['file_bytes']} bytes, CR {summary['cr']:.2f}, "
+              f"{summary['n_bins']} codebook entries, {summary['seconds']:.1f} s")  # fmt: skip
+    return 0
+
+
 def _cmd_compress(args) -> int:
     quiet = args.quiet or args.json
     # bars redraw with carriage returns: on a terminal they animate, in a log they are noise
@@ -146,6 +185,8 @@ def _cmd_compress(args) -> int:
         if not quiet:
             print(msg, flush=True)
 
+    if args.checkpoint is not None or args.k is not None:
+        return _cmd_compress_checkpoint(args, say)
     spec_key = args.spec
     if spec_key in ("wsq:minilm", "minilm"):
         spec_key = "minilm"
@@ -365,6 +406,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--quiet", action="store_true", help="no progress, no table: only the saved file's path"
     )
+    c.add_argument(
+        "--checkpoint", metavar="PATH",
+        help="compress a safetensors checkpoint (a file, HF shards' index, or their folder) "
+        "without loading its dense weights: SPEC's function returns the model to fill (built "
+        "under wsq.empty_parameters), uniform bins at --k, no evaluation",
+    )  # fmt: skip
+    c.add_argument("--k", type=int, help="with --checkpoint: the number of bins (2..65536)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON only")
     c.set_defaults(func=_cmd_compress)
 
