@@ -55,12 +55,27 @@ def _cache(compressed: Any) -> dict | None:
     return cache
 
 
-def _stream(compressed: Any, name: str, qp: Any, coder: str) -> tuple[str, bytes]:
+class _Known:
+    """A stream that was encoded and dropped: its length and CRC (all file_size needs)."""
+
+    def __init__(self, stream: bytes) -> None:
+        self.nbytes, self.crc = len(stream), zlib.crc32(stream)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+
+def _stream(
+    compressed: Any, name: str, qp: Any, coder: str, need_bytes: bool = True
+) -> tuple[str, bytes | _Known]:
     """(coder used, encoded stream) of one quantized parameter, cached on the Compressed object.
 
     The stream codes the tensor's indices into the shared codebook (``global_packed``: in memory
     each tensor is held at its own width). The cache key includes a CRC of those indices, so a
-    mutated object is re-encoded, not served a stale stream.
+    mutated object is re-encoded, not served a stale stream. Only the bytes of the stream a file
+    would hold are kept: "auto" keeps the smaller of the two it tried and only the length and CRC
+    of the other (a 1B LLaMA at k=256 held 1.41 GiB beyond the model while saving with both
+    coders' streams cached); without `need_bytes` (file_size) a length and CRC will do.
     """
     from wsq.io import entropy
 
@@ -68,21 +83,32 @@ def _stream(compressed: Any, name: str, qp: Any, coder: str) -> tuple[str, bytes
     packed = compressed.global_packed(name).contiguous()
     fingerprint = (zlib.crc32(packed.numpy()), int(qp.numel), bits, n)
     cache = _cache(compressed)
-    sym = None
-    out = {}
-    for c in CODERS if coder == "auto" else (coder,):
-        hit = cache.get((name, c)) if cache is not None else None
+    if cache is None:
+        cache = {}
+    order = CODERS if coder == "auto" else (coder,)
+    got: dict[str, bytes | _Known] = {}
+    for c in order:
+        hit = cache.get((name, c))
         if hit is not None and hit[0] == fingerprint:
-            out[c] = hit[1]
-            continue
-        if sym is None:
-            sym = _symbols(packed, int(qp.numel), bits)
-        out[c] = bytes(entropy.encode(sym, n, c))
-        if cache is not None:
-            cache[(name, c)] = (fingerprint, out[c])
+            got[c] = hit[1]
+    if len(got) < len(order) or (
+        need_bytes and not any(isinstance(v, bytes) for v in got.values())
+    ):
+        sym = _symbols(packed, int(qp.numel), bits)
+        for c in order:
+            if c not in got or (need_bytes and not isinstance(got[c], bytes)):
+                got[c] = bytes(entropy.encode(sym, n, c))
+        del sym
     # auto: the smaller stream; ties go to the first coder in CODERS (deterministic)
-    best = min(out, key=lambda c: (len(out[c]), CODERS.index(c)))
-    return best, out[best]
+    best = min(got, key=lambda c: (len(got[c]), CODERS.index(c)))
+    if need_bytes and not isinstance(got[best], bytes):
+        got[best] = bytes(entropy.encode(_symbols(packed, int(qp.numel), bits), n, best))
+    for c, v in got.items():
+        cache[(name, c)] = (
+            fingerprint,
+            v if c == best else (_Known(v) if isinstance(v, bytes) else v),
+        )
+    return best, got[best]
 
 
 def _tensor_bytes(name: str, t: torch.Tensor) -> tuple[str, tuple[int, ...], np.ndarray]:
@@ -97,7 +123,9 @@ def _tensor_bytes(name: str, t: torch.Tensor) -> tuple[str, tuple[int, ...], np.
     return _NAMES[t.dtype], tuple(t.shape), raw
 
 
-def _layout(compressed: Any, coder: str) -> tuple[bytes, list[np.ndarray | bytes]]:
+def _layout(
+    compressed: Any, coder: str, need_bytes: bool = True
+) -> tuple[bytes, list[np.ndarray | bytes]]:
     """The header bytes and the data chunks (in file order) that save writes."""
     _little_endian_only()
     codebook = compressed.codebook.detach().cpu().to(torch.float32).contiguous().reshape(-1)
@@ -109,7 +137,7 @@ def _layout(compressed: Any, coder: str) -> tuple[bytes, list[np.ndarray | bytes
     all_q = compressed.quantized
     for name in sorted(all_q):
         qp = all_q[name]
-        used, stream = _stream(compressed, name, qp, coder)
+        used, stream = _stream(compressed, name, qp, coder, need_bytes)
         entries[STREAM_PREFIX + name] = ("U8", (len(stream),), stream)
         names = [str(s) for s in qp.names]
         if name not in names:
@@ -124,7 +152,7 @@ def _layout(compressed: Any, coder: str) -> tuple[bytes, list[np.ndarray | bytes
                 "numel": int(qp.numel),
                 "coder": used,
                 "bytes": len(stream),
-                "crc32": zlib.crc32(stream),
+                "crc32": stream.crc if isinstance(stream, _Known) else zlib.crc32(stream),
             }
         )
     plain = {}
@@ -214,7 +242,7 @@ def file_size(compressed: Any, coder: str = "auto") -> int:
     Encoded streams are cached on the object, so a following save does not encode again.
     """
     _check_compressed(compressed)
-    header, chunks = _layout(compressed, _check_coder(coder))
+    header, chunks = _layout(compressed, _check_coder(coder), need_bytes=False)
     return 8 + len(header) + sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
 
 
@@ -223,7 +251,10 @@ def stream_bits(compressed: Any, coder: str = "auto") -> int:
     _check_compressed(compressed)
     coder = _check_coder(coder)
     quantized = compressed.quantized
-    return 8 * sum(len(_stream(compressed, s, quantized[s], coder)[1]) for s in sorted(quantized))
+    return 8 * sum(
+        len(_stream(compressed, s, quantized[s], coder, need_bytes=False)[1])
+        for s in sorted(quantized)
+    )
 
 
 def save(compressed: Any, path: str | os.PathLike, *, coder: str = "auto") -> None:
