@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+import threading
 import zlib
 from typing import Any
 
@@ -55,27 +57,33 @@ def _cache(compressed: Any) -> dict | None:
     return cache
 
 
-class _Known:
-    """A stream that was encoded and dropped: its length and CRC (all file_size needs)."""
+_SAVING = threading.local()
 
-    def __init__(self, stream: bytes) -> None:
-        self.nbytes, self.crc = len(stream), zlib.crc32(stream)
+
+class _Known:
+    """A stream that was encoded and not kept: its length and CRC (what the header needs), and
+    where a save spooled its bytes (``offset`` into the spool file, else None)."""
+
+    def __init__(self, stream: bytes, offset: int | None = None) -> None:
+        self.nbytes, self.crc, self.offset = len(stream), zlib.crc32(stream), offset
 
     def __len__(self) -> int:
         return self.nbytes
 
 
 def _stream(
-    compressed: Any, name: str, qp: Any, coder: str, need_bytes: bool = True
+    compressed: Any, name: str, qp: Any, coder: str, spool=None, sizes_only: bool = False
 ) -> tuple[str, bytes | _Known]:
-    """(coder used, encoded stream) of one quantized parameter, cached on the Compressed object.
+    """(coder used, encoded stream) of one quantized parameter; with `sizes_only` only its length
+    and CRC (a _Known), and with a `spool` (a binary file) its bytes are appended to the spool and
+    the _Known says where (``offset``).
 
     The stream codes the tensor's indices into the shared codebook (``global_packed``: in memory
-    each tensor is held at its own width). The cache key includes a CRC of those indices, so a
-    mutated object is re-encoded, not served a stale stream. Only the bytes of the stream a file
-    would hold are kept: "auto" keeps the smaller of the two it tried and only the length and CRC
-    of the other (a 1B LLaMA at k=256 held 1.41 GiB beyond the model while saving with both
-    coders' streams cached); without `need_bytes` (file_size) a length and CRC will do.
+    each tensor is held at its own width). Lengths and CRCs are cached on the Compressed object,
+    keyed by a CRC of those indices (a mutated object is re-encoded, not served a stale entry);
+    the bytes never are: a save holds one stream at a time (a 1B LLaMA at k=256 held 1.41 GiB
+    beyond the model while saving with both coders' streams cached). "auto" picks the smaller;
+    ties go to the first coder in CODERS (deterministic).
     """
     from wsq.io import entropy
 
@@ -86,29 +94,37 @@ def _stream(
     if cache is None:
         cache = {}
     order = CODERS if coder == "auto" else (coder,)
-    got: dict[str, bytes | _Known] = {}
+    known: dict[str, _Known] = {}
     for c in order:
         hit = cache.get((name, c))
         if hit is not None and hit[0] == fingerprint:
-            got[c] = hit[1]
-    if len(got) < len(order) or (
-        need_bytes and not any(isinstance(v, bytes) for v in got.values())
-    ):
-        sym = _symbols(packed, int(qp.numel), bits)
-        for c in order:
-            if c not in got or (need_bytes and not isinstance(got[c], bytes)):
-                got[c] = bytes(entropy.encode(sym, n, c))
-        del sym
-    # auto: the smaller stream; ties go to the first coder in CODERS (deterministic)
-    best = min(got, key=lambda c: (len(got[c]), CODERS.index(c)))
-    if need_bytes and not isinstance(got[best], bytes):
-        got[best] = bytes(entropy.encode(_symbols(packed, int(qp.numel), bits), n, best))
-    for c, v in got.items():
-        cache[(name, c)] = (
-            fingerprint,
-            v if c == best else (_Known(v) if isinstance(v, bytes) else v),
-        )
-    return best, got[best]
+            known[c] = hit[1]
+    sym = None
+    fresh: dict[str, bytes] = {}
+    for c in order:
+        if c not in known:
+            if sym is None:
+                sym = _symbols(packed, int(qp.numel), bits)
+            fresh[c] = bytes(entropy.encode(sym, n, c))
+            known[c] = _Known(fresh[c])
+            cache[(name, c)] = (fingerprint, known[c])
+    best = min(known, key=lambda c: (len(known[c]), CODERS.index(c)))
+    if sizes_only:
+        return best, known[best]
+    data = fresh.get(best)
+    fresh.clear()
+    if data is None:
+        if sym is None:
+            sym = _symbols(packed, int(qp.numel), bits)
+        data = bytes(entropy.encode(sym, n, best))
+    del sym
+    out = _Known(data, None if spool is None else spool.tell())
+    if out.crc != known[best].crc or out.nbytes != known[best].nbytes:
+        raise RuntimeError(f"{name}: the {best} coder gave a different stream on a second run")
+    if spool is None:
+        return best, data
+    spool.write(data)
+    return best, out
 
 
 def _tensor_bytes(name: str, t: torch.Tensor) -> tuple[str, tuple[int, ...], np.ndarray]:
@@ -124,9 +140,11 @@ def _tensor_bytes(name: str, t: torch.Tensor) -> tuple[str, tuple[int, ...], np.
 
 
 def _layout(
-    compressed: Any, coder: str, need_bytes: bool = True
+    compressed: Any, coder: str, sizes_only: bool = False
 ) -> tuple[bytes, list[np.ndarray | bytes]]:
-    """The header bytes and the data chunks (in file order) that save writes."""
+    """The header bytes and the data chunks (in file order) that save writes; inside save the
+    coded streams go to save's spool file (``_SAVING.spool``) and the chunks say where."""
+    spool = getattr(_SAVING, "spool", None)
     _little_endian_only()
     codebook = compressed.codebook.detach().cpu().to(torch.float32).contiguous().reshape(-1)
     n, bits = int(codebook.numel()), int(compressed.bits)
@@ -137,7 +155,7 @@ def _layout(
     all_q = compressed.quantized
     for name in sorted(all_q):
         qp = all_q[name]
-        used, stream = _stream(compressed, name, qp, coder, need_bytes)
+        used, stream = _stream(compressed, name, qp, coder, spool, sizes_only)
         entries[STREAM_PREFIX + name] = ("U8", (len(stream),), stream)
         names = [str(s) for s in qp.names]
         if name not in names:
@@ -190,7 +208,7 @@ def _layout(
     return _header_bytes(header), chunks
 
 
-def _write_atomic(path: str, header: bytes, chunks: list) -> None:
+def _write_atomic(path: str, header: bytes, chunks: list, spool=None) -> None:
     """Write a fresh temp file beside path, fsync, then os.replace: path is never left partial."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(
@@ -203,7 +221,17 @@ def _write_atomic(path: str, header: bytes, chunks: list) -> None:
             f.write(len(header).to_bytes(8, "little"))
             f.write(header)
             for c in chunks:
-                f.write(c)
+                if isinstance(c, _Known):  # a coded stream: copied from the spool in pieces
+                    spool.seek(c.offset)
+                    left = c.nbytes
+                    while left:
+                        piece = spool.read(min(left, 1 << 24))
+                        if not piece:
+                            raise OSError(f"the spool file ended {left} bytes early")
+                        f.write(piece)
+                        left -= len(piece)
+                else:
+                    f.write(c)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -239,10 +267,11 @@ def _check_compressed(compressed: Any) -> None:
 def file_size(compressed: Any, coder: str = "auto") -> int:
     """Exact size in bytes of the file ``save(compressed, path, coder=coder)`` writes.
 
-    Encoded streams are cached on the object, so a following save does not encode again.
+    The streams' lengths and CRCs are cached on the object (a following save encodes each
+    stream once more, the chosen coder only, to write it).
     """
     _check_compressed(compressed)
-    header, chunks = _layout(compressed, _check_coder(coder), need_bytes=False)
+    header, chunks = _layout(compressed, _check_coder(coder), sizes_only=True)
     return 8 + len(header) + sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
 
 
@@ -251,10 +280,7 @@ def stream_bits(compressed: Any, coder: str = "auto") -> int:
     _check_compressed(compressed)
     coder = _check_coder(coder)
     quantized = compressed.quantized
-    return 8 * sum(
-        len(_stream(compressed, s, quantized[s], coder, need_bytes=False)[1])
-        for s in sorted(quantized)
-    )
+    return 8 * sum(len(_stream(compressed, s, quantized[s], coder)[1]) for s in sorted(quantized))
 
 
 def save(compressed: Any, path: str | os.PathLike, *, coder: str = "auto") -> None:
@@ -273,5 +299,13 @@ def save(compressed: Any, path: str | os.PathLike, *, coder: str = "auto") -> No
         path = os.fsdecode(path)
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory; give a file name")
-    header, chunks = _layout(compressed, coder)
-    _write_atomic(path, header, chunks)
+    # coded streams go to an anonymous spool file beside the target as they are made, so a save
+    # holds one stream at a time; the file is then written header first, as before
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.TemporaryFile(dir=directory) as spool:
+        _SAVING.spool = spool  # per thread: _layout keeps its (compressed, coder) signature
+        try:
+            header, chunks = _layout(compressed, coder)
+        finally:
+            _SAVING.spool = None
+        _write_atomic(path, header, chunks, spool)
