@@ -161,13 +161,7 @@ struct Lookup {
   static constexpr int kL = 8;
   const float* table;
   WSQ_T explicit Lookup(const Packed& w) : table(w.table) {}
-  static inline uint32_t at(const uint8_t* g, int i) {
-    constexpr uint32_t kMask = (1u << B) - 1u;
-    const int bit = i * B;
-    uint32_t u;  // B + 7 <= 23 bits from byte bit / 8: one 32-bit window (kSlack covers it)
-    std::memcpy(&u, g + (bit >> 3), 4);
-    return (u >> (bit & 7)) & kMask;
-  }
+  static inline uint32_t at(const uint8_t* g, int i) { return group_index<B>(g, i); }
   WSQ_T void operator()(const uint8_t* g, __m256* o) const {
     const float* t = table;
     const __m128 a = _mm_setr_ps(t[at(g, 0)], t[at(g, 1)], t[at(g, 2)], t[at(g, 3)]);

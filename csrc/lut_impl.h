@@ -55,6 +55,18 @@ inline uint32_t index_at(const Packed& w, int64_t e) {
   return read_packed(w.p, w.nbytes, e, w.bits);
 }
 
+// Index i of a group that starts on a byte boundary at g, for a width B the caller fixes at compile
+// time (the SIMD decoders of b = 5..7 and 9..16 load table values lane by lane with it): B + 7 <= 23
+// bits from byte bit / 8 fit one 32-bit window, which kSlack keeps inside the stream.
+template <int B>
+inline uint32_t group_index(const uint8_t* g, int i) {
+  constexpr uint32_t kMask = (1u << B) - 1u;
+  const int bit = i * B;
+  uint32_t u;
+  std::memcpy(&u, g + (bit >> 3), 4);
+  return (u >> (bit & 7)) & kMask;
+}
+
 // Groups of indices start at elements e with e % 8 == 0, so on a byte boundary (8 indices fill
 // exactly `bits` bytes). A group starting at e <= safe_start(w) may be read with whole-vector
 // loads of up to kSlack bytes without leaving the stream; the indices past that (those in the
