@@ -11,6 +11,7 @@ from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native mod
 from wsq._info import __version__, info
 from wsq.core.binning import Binning, uniform_bins
 from wsq.core.compress import Compressed, compress
+from wsq.core.equalize import equalize
 from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.errors import FormatError
@@ -40,6 +41,7 @@ __all__ = [
     "SearchResult",
     "grid",
     "tune",
+    "equalize",
 ]
 
 
