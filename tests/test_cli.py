@@ -265,6 +265,30 @@ def test_method_grid_only(tmp_path, capsys):
     assert summary["chosen"]["file_bytes"] == (out / "model.wsq").stat().st_size
 
 
+def test_margin_raises_the_bar_of_every_decision(tmp_path, capsys):
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    spec = f"{tmp_path}/my_spec.py:cosine"
+    vals = {}
+    for margin in ("0", "0.005"):
+        out = tmp_path / f"m{margin}"
+        args = ["--method", "grid", "--tolerance", "0.01", "--grid-iters", "6", "--out", str(out)]
+        assert cli.main(["compress", spec, "--json", "--margin", margin, *args]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["settings"]["margin"] == float(margin)
+        base = summary["baseline"]["val"]
+        assert all(g["val"] >= base - 0.01 + float(margin) for g in summary["grid"])
+        vals[margin] = summary["chosen"]
+    assert (
+        vals["0.005"]["val"] >= vals["0"]["val"]
+        and vals["0.005"]["file_bytes"] >= vals["0"]["file_bytes"]
+    )
+    for bad in ("0.02", "-0.001", "nan"):
+        args = ["--tolerance", "0.01", "--margin", bad, "--out", str(tmp_path / "x")]
+        assert cli.main(["compress", spec, *args]) == 2
+        assert "--margin must be" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
+
+
 def test_prefer_picks_by_file_or_by_memory(tmp_path, capsys):
     # --method grid gives two candidates (plain and rate-aware rounding): rate-aware codes smaller,
     # plain rounding may hold fewer values per tensor; --prefer decides which is kept

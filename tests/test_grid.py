@@ -98,6 +98,33 @@ def test_tune_meets_the_tolerance():
         grid.tune(m, ev, tolerance=0.0, baseline=2.0, iters=3)
 
 
+def test_tune_margin_keeps_the_decision_metric_inside_the_tolerance():
+    m = _Net()
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    ev = wsq.metrics.cosine(m, x)
+    sens = grid.probe_sensitivity(grid.GridQuantizer(m), ev, 1.0)
+    kw = dict(tolerance=0.02, iters=8, rd=0.0, baseline=1.0, sensitivities=sens)
+    plain = grid.tune(m, ev, **kw).tune_info
+    # the plain tune lands within the margin's band, so the margin has something to change
+    assert 1.0 - 0.02 <= plain["metric"] < 1.0 - 0.02 + 0.01
+    c = grid.tune(m, ev, margin=0.01, **kw)
+    info = c.tune_info
+    assert info["margin"] == 0.01 and info["threshold"] == pytest.approx(1.0 - 0.02 + 0.01)
+    assert info["metric"] >= info["threshold"] and ev(c.model) >= 1.0 - 0.01 - 1e-6
+    assert info["scale"] < plain["scale"]  # a finer grid: more bits for the margin
+    assert c.stats()["bits_entropy"] > grid.tune(m, ev, **kw).stats()["bits_entropy"]
+    assert plain["margin"] == 0.0 and plain["threshold"] == pytest.approx(0.98)
+    # margin == tolerance asks for the baseline itself; beyond it, or negative, is an error
+    for bad, err in ((0.03, "margin must be <= tolerance"), (-0.001, "margin must be"),
+                     (math.nan, "margin must be")):  # fmt: skip
+        with pytest.raises(ValueError, match=err):
+            grid.tune(m, ev, margin=bad, **kw)
+    with pytest.raises(TypeError, match="margin must be a number"):
+        grid.tune(m, ev, margin="0.01", **kw)
+    with pytest.raises(ValueError, match=r"tolerance \+ margin .* lower margin"):
+        grid.tune(m, ev, margin=0.02, **dict(kw, iters=2))
+
+
 class _Mixed(nn.Module):
     """Every kind of layer wsq.compress pools: conv, embedding, linear, a raw parameter."""
 

@@ -107,12 +107,16 @@ def _uniform(spec, opts, ctx, say, progress) -> dict:
         pop_size=opts["pop"], generations=opts["gens"], seed=opts["seed"],
         variables=opts["variables"], coder=opts["coder"], progress=progress,
     )  # fmt: skip
-    tol = opts["tolerance"]
+    # the margin keeps every decision that much inside the tolerance (see --margin)
+    tol = opts["tolerance"] - opts.get("margin", 0.0)
     ok = [s for s in res.front if s.drop <= tol]
     if not ok:
         best = min((s.drop for s in res.front), default=math.nan)
+        bar = f"--tolerance {opts['tolerance']}" + (
+            f" - --margin {opts['margin']}" if opts.get("margin") else ""
+        )
         raise _NotReached(
-            f"no front solution of {res.n_evaluations} evaluations is within --tolerance {tol} "
+            f"no front solution of {res.n_evaluations} evaluations is within {bar} "
             f"(smallest drop {best:.4g})"
         )
     chosen_set = sorted(ok, key=lambda s: (s.bits, s.drop))[: opts["merge_top"]]
@@ -190,7 +194,8 @@ def _grid(spec, opts, ctx, say) -> dict:
         try:
             c = wsq.tune(
                 spec.model, ctx["evaluate"], tolerance=opts["tolerance"], rd=rd,
-                baseline=ctx["base_val"], sensitivities=sens, quantizer=gq,
+                margin=opts.get("margin", 0.0), baseline=ctx["base_val"], sensitivities=sens,
+                quantizer=gq,
                 iters=opts["grid_iters"], start_scale=start,
             )  # fmt: skip
         except ValueError as e:
@@ -329,7 +334,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         names[1:1] = ["front.csv", "front.json", "front.png"]
     tmp = tempfile.mkdtemp(dir=out, prefix=".wsq-tmp-")
     try:
-        floor = base_val - opts["tolerance"]
+        floor = base_val - opts["tolerance"] + opts.get("margin", 0.0)
         best, reloaded, rejected = _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say)
         size = os.path.getsize(os.path.join(tmp, "model.wsq"))
         if res is not None:

@@ -148,8 +148,8 @@ def _cmd_compress_checkpoint(args, say) -> int:
         )
     if not 2 <= args.k <= 65536:
         raise CliError(f"--k must be in 2..65536, got {args.k}")
-    search_only = ("k_min", "k_max", "pop", "gens", "tolerance", "method", "prefer", "grid_iters",
-                   "metric", "variables", "merge_top", "merge_evals")  # fmt: skip
+    search_only = ("k_min", "k_max", "pop", "gens", "tolerance", "margin", "method", "prefer",
+                   "grid_iters", "metric", "variables", "merge_top", "merge_evals")  # fmt: skip
     given = [n for n in search_only if getattr(args, n, None) is not None]
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
@@ -213,6 +213,11 @@ def _cmd_compress(args) -> int:
         raise CliError(f"--seed must be >= 0, got {opts['seed']}")
     if not (math.isfinite(opts["tolerance"]) and opts["tolerance"] >= 0):
         raise CliError(f"--tolerance must be finite and >= 0, got {opts['tolerance']}")
+    if not (math.isfinite(opts["margin"]) and 0 <= opts["margin"] <= opts["tolerance"]):
+        raise CliError(
+            f"--margin must be finite, >= 0 and <= --tolerance ({opts['tolerance']:g}), got "
+            f"{opts['margin']}"
+        )
     variables = tuple(v.strip() for v in opts["variables"].split(",") if v.strip())
     if "k" not in variables or not set(variables) <= {"k", "clip"}:
         raise CliError(f"--variables must be 'k' or 'k,clip', got {opts['variables']!r}")
@@ -264,6 +269,17 @@ def _cmd_compress(args) -> int:
             "file sizes for + Huffman, + ANS and the Grid rows (wsq.tune: per-tensor steps on one "
             "shared grid, tuned to the tolerance); mem bits: bits per weight the loaded model "
             "holds (each tensor's indices at its own width plus its table)"
+        )
+        if summary["baseline"]["test"] is None:
+            print(
+                "no held-out figure: the SPEC returned no test evaluate, so every Val figure is "
+                "on the data the tolerance was decided on (return (model, evaluate, "
+                "test_evaluate) for an honest Test column)"
+            )
+        margin = summary["settings"].get("margin", 0.0)
+        print(
+            "decisions kept val >= baseline - tolerance + margin = "
+            f"{summary['baseline']['val']:.4f} - {summary['settings']['tolerance']:g} + {margin:g}"
         )
         for m, why in summary["failed"].items():
             print(f"method {m}: nothing within the tolerance ({why})")
@@ -378,6 +394,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance", type=float,
         help="allowed drop below the baseline, in the evaluate's units (digits default 0.005, "
         "minilm 0.01, pylm 0.01 nats/byte; a SPEC must set it)",
+    )  # fmt: skip
+    c.add_argument(
+        "--margin", type=float,
+        help="keep the validation score at least this much better than --tolerance requires "
+        "(0 <= margin <= tolerance; default 0): a small validation set flatters the model a "
+        "tune stops at, and the margin is the room left for that noise on held-out data",
     )  # fmt: skip
     c.add_argument(
         "--method", choices=("auto", "grid", "uniform"),

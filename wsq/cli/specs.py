@@ -22,6 +22,7 @@ DEFAULTS = {
     "gens": 100,
     "seed": 0,
     "tolerance": 0.0,
+    "margin": 0.0,
     "metric": "accuracy",
     "coder": "auto",
     "variables": "k",

@@ -234,6 +234,7 @@ def tune(
     evaluate: Callable[[torch.nn.Module], float],
     *,
     tolerance: float,
+    margin: float = 0.0,
     rd: float = 1.0,
     probe: Callable[[torch.nn.Module], float] | None = None,
     iters: int = 10,
@@ -251,15 +252,21 @@ def tune(
 
     Probes each pooled tensor once with ``probe`` (default: ``evaluate``), allocates
     ``step_t = c * sqrt(n_t / s_t)`` (weight units; n_t weights, s_t the probed sensitivity) and
-    finds the largest c that keeps ``evaluate >= baseline - tolerance`` (bracketing from the scale
-    predicted for a probe drop of ``start_drop``, then bisection: ``iters`` evaluations). Then the
-    model is packed: ONE codebook shared by every layer, as wsq.compress makes, so the result
-    works with wsq.save/load, wsq.merge and the LUT layers. ``model`` is not modified.
+    finds the largest c that keeps ``evaluate >= baseline - tolerance + margin`` (bracketing from
+    the scale predicted for a probe drop of ``start_drop``, then bisection: ``iters`` evaluations).
+    Then the model is packed: ONE codebook shared by every layer, as wsq.compress makes, so the
+    result works with wsq.save/load, wsq.merge and the LUT layers. ``model`` is not modified.
 
     Args:
         model: any nn.Module; pooled as wsq.compress pools it (include/exclude/min_dims).
         evaluate: ``evaluate(model) -> float``, higher is better; decides the scale.
         tolerance: allowed drop below ``evaluate(model)``, in the metric's units (>= 0).
+        margin: how much better than the tolerance requires the decision metric must stay
+            (0 <= margin <= tolerance, metric units): the tune accepts a scale only when
+            ``evaluate >= baseline - tolerance + margin``. A small decision set overstates how
+            well the chosen scale generalises (the bisection stops at the coarsest scale that
+            passes, i.e. where the decision metric's noise happens to be favourable); a margin of
+            about that noise keeps held-out data within the tolerance more often. Default 0.
         rd: rate-aware rounding strength (0: nearest point; 1: the high-rate rate-distortion
             slope, default; larger trades more error for fewer bits).
         probe: a smooth proxy for the sensitivities when the metric is coarse (e.g.
@@ -274,8 +281,9 @@ def tune(
 
     Returns:
         wsq.Compressed with ``tune_info``: baseline, metric (evaluate of the tuned model),
-        tolerance, rd, scale, plan (GridPlan), sensitivities, trace [(scale, metric)],
-        evaluations (calls of evaluate and probe, the baseline's included), probe_s, tune_s,
+        tolerance, margin, threshold (baseline - tolerance + margin), rd, scale, plan (GridPlan),
+        sensitivities, trace [(scale, metric)], evaluations (calls of evaluate and probe, the
+        baseline's included), probe_s, tune_s,
         own_s / eval_s (seconds of the tuning in wsq's own work -- quantizing candidates and
         packing them into the one working copy, the final one included -- and in evaluate),
         own_s_per_candidate, eval_s_per_candidate, own_s_per_candidate_per_gweight.
@@ -298,6 +306,12 @@ def tune(
     if probe is not None and not callable(probe):
         raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
     tolerance = _number("tolerance", tolerance)
+    margin = _number("margin", margin)
+    if margin > tolerance:
+        raise ValueError(
+            f"margin must be <= tolerance ({tolerance}), got {margin}: the tune would ask the "
+            "compressed model to beat the original"
+        )
     rd = _number("rd", rd)
     probe_step = _number("probe_step", probe_step, strict=True)
     start_drop = _number("start_drop", start_drop, strict=True)
@@ -316,7 +330,9 @@ def tune(
         base = _finite_baseline(score(evaluate, model), "evaluate")
     else:
         base = _number("baseline", baseline, lo=-math.inf)
-    info: dict = {"baseline": base, "tolerance": tolerance, "rd": rd}
+    threshold = base - tolerance + margin
+    info: dict = {"baseline": base, "tolerance": tolerance, "margin": margin,
+                  "threshold": threshold, "rd": rd}  # fmt: skip
     info["evaluations"] = 0 if baseline is not None else 1
     t0 = time.perf_counter()
     if sensitivities is None:
@@ -356,7 +372,7 @@ def tune(
     if start_scale is None:
         start_scale = math.sqrt(start_drop / max(1.0, float(gq.numel.sum())))
     t0 = time.perf_counter()
-    scale, plan, trace = tune_scale(make, base - tolerance, start_scale, iters=iters)
+    scale, plan, trace = tune_scale(make, threshold, start_scale, iters=iters)
     info["tune_s"] = time.perf_counter() - t0
     info["evaluations"] += len(trace)
     info.update(scale=scale, plan=plan, trace=trace)
@@ -367,9 +383,14 @@ def tune(
             if all(math.isnan(m) for _, m in trace)
             else f"tried (scale, metric): {tried}"
         )
+        what = (
+            f"baseline - tolerance + margin = {base} - {tolerance} + {margin} = {threshold}"
+            if margin
+            else f"baseline - tolerance = {base} - {tolerance} = {threshold}"
+        )
         raise ValueError(
-            f"evaluate never reached baseline - tolerance = {base} - {tolerance} = "
-            f"{base - tolerance} on the grid ({why}); raise tolerance or iters"
+            f"evaluate never reached {what} on the grid ({why}); raise tolerance or iters"
+            + (" or lower margin" if margin else "")
         )
     info["metric"] = max(m for s, m in trace if s == scale)
     t0 = time.perf_counter()
