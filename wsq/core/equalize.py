@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 from torch import nn
 
@@ -268,4 +269,3 @@ def _verified(model, inputs, pairs, left, ref, rtol, seed):
             left = left + [(p[0], f"its output is also used elsewhere (rescaling moved the "
                                   f"outputs by {dp:.2g})")]  # fmt: skip
     return keep, left, worst
-

@@ -179,9 +179,7 @@ def _image(name: str) -> torch.Tensor:
     return t / 255.0
 
 
-def photos(
-    names: tuple[str, ...], n: int, *, seed: int = 0, size: int = 224
-) -> torch.Tensor:
+def photos(names: tuple[str, ...], n: int, *, seed: int = 0, size: int = 224) -> torch.Tensor:
     """n random square crops (side 35-100% of the image's short side, random place, random
     horizontal flip) of the named skimage.data images, in turn, resized to size x size and
     normalised: float32 (n, 3, size, size)."""
