@@ -33,57 +33,12 @@ from wsq.io import entropy
 
 
 def kmeans1d(x: np.ndarray, k: int, *, max_iter: int = 300) -> tuple[np.ndarray, float]:
-    """Lloyd's k-means on 1-D data, exact (no sampling, no histogram), fast.
+    """Lloyd's k-means on 1-D data, exact (no sampling, no histogram): wsq.core.tables.lloyd1d
+    (what wsq's Lloyd-tables method fits each tensor with). Returns (centers float64 (n,),
+    ascending, every cluster non-empty; SSE of the partition)."""
+    from wsq.core.tables import lloyd1d
 
-    In 1-D every cluster of a Lloyd fixed point is a contiguous run of the sorted data, so after
-    one sort each iteration needs only the k-1 boundaries (midpoints between centers, found by
-    binary search) and the run sums from prefix sums: O(N log N) once, then O(k log N) per
-    iteration. Two starts (equal-count quantiles and equal-width over the range) are run to
-    convergence and the one with the lower within-cluster sum of squares kept.
-
-    Args:
-        x: (N,) float data. k: clusters (1 <= k; fewer when the data has fewer distinct values).
-
-    Returns:
-        (centers float64 (n,), ascending, every cluster non-empty; SSE of the partition).
-    """
-    xs = np.sort(np.asarray(x, dtype=np.float64).reshape(-1))
-    n = xs.size
-    if n == 0:
-        raise ValueError("x is empty")
-    uniq = np.unique(xs)
-    k = int(min(k, uniq.size))
-    s1 = np.concatenate([[0.0], np.cumsum(xs)])
-    s2 = np.concatenate([[0.0], np.cumsum(xs * xs)])
-
-    def solve(c: np.ndarray) -> tuple[np.ndarray, float]:
-        c = np.unique(c)
-        for _ in range(max_iter):
-            cut = np.searchsorted(xs, 0.5 * (c[1:] + c[:-1]), side="right")
-            b = np.concatenate([[0], cut, [n]])
-            cnt = np.diff(b)
-            keep = cnt > 0
-            b = np.concatenate([[0], b[1:][keep]])
-            cnt = np.diff(b)
-            new = (s1[b[1:]] - s1[b[:-1]]) / cnt
-            if new.size == c.size and np.array_equal(new, c):
-                break
-            c = new
-        cut = np.searchsorted(xs, 0.5 * (c[1:] + c[:-1]), side="right")
-        b = np.concatenate([[0], cut, [n]])
-        cnt = np.diff(b)
-        keep = cnt > 0
-        b = np.concatenate([[0], b[1:][keep]])
-        cnt = np.diff(b)
-        sm = s1[b[1:]] - s1[b[:-1]]
-        c = sm / cnt
-        sse = float(np.sum((s2[b[1:]] - s2[b[:-1]]) - sm * sm / cnt))
-        return c, max(sse, 0.0)
-
-    q = xs[np.minimum(n - 1, ((np.arange(k) + 0.5) * n / k).astype(np.int64))]
-    w = xs[0] + (np.arange(k) + 0.5) * (xs[-1] - xs[0]) / k
-    best = min((solve(q), solve(w)), key=lambda r: r[1])
-    return best
+    return lloyd1d(x, k, max_iter=max_iter)
 
 
 def nearest(x: torch.Tensor, centers: np.ndarray) -> torch.Tensor:

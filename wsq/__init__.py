@@ -14,6 +14,7 @@ from wsq.core.compress import Compressed, compress
 from wsq.core.equalize import equalize
 from wsq.core.grid import tune
 from wsq.core.merge import merge
+from wsq.core.tables import lloyd_tables
 from wsq.errors import FormatError
 from wsq.io import load, load_state_dict, save
 from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
@@ -41,6 +42,7 @@ __all__ = [
     "SearchResult",
     "grid",
     "tune",
+    "lloyd_tables",
     "equalize",
 ]
 
