@@ -3,6 +3,7 @@
     python bench/results.py --model digits       # ~minutes on 2 cores
     python bench/results.py --model minilm       # < 30 min on 2 busy cores
     python bench/results.py --model digits --quick --out /tmp/r   # the reduced run the tests use
+    python bench/results.py --model pylm         # a byte-level LLaMA: perplexity vs bits (~20 min)
 
 Writes <out>/<model>.json (every number), <out>/<model>.md (the tables, target checks, notes) and
 <out>/<model>_front.png (metric vs coded bits per weight, decision and held-out data). Every
@@ -420,7 +421,7 @@ def notes(name: str, task, paper: dict, sens: dict, peers: list) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", choices=sorted(CONFIGS), required=True)
+    ap.add_argument("--model", choices=sorted([*CONFIGS, "pylm"]), required=True)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true", help="reduced settings (tests)")
     ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn k-means peers")
@@ -428,6 +429,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model == "pylm":  # its own page: perplexity against bits (bench/_results_pylm.py)
+        from _results_pylm import page
+
+        return page(args.out, quick=args.quick, log=_log)
     cfg = dict(CONFIGS[args.model])
     if args.quick:
         cfg.update(QUICK)

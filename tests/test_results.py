@@ -149,3 +149,38 @@ def test_results_script_quick(tmp_path):
     assert "| + ANS |" in md and "QUICK" in md
     # the quick run is not the paper's budget, and its heading says what ran
     assert "reduced budget: NSGA-II pop 6 x 2 generations" in md
+
+
+def test_pylm_page_quick(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the tiny model trains here
+    results = _bench_module("results")
+    out = results.main(["--model", "pylm", "--quick", "--out", str(tmp_path)])
+    for f in ("pylm.json", "pylm.md", "pylm_front.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "pylm.json").read_text())["rows"]}
+    fp = rows["fp32 (uncompressed)"]
+    assert fp["bits_memory"] == 32 and fp["bits_file"] > 32  # a real file: header and norms too
+    # the peers' scales and codebooks are counted: exact in-memory bits of each layout
+    assert rows["RTN int4, group 128, symmetric, fp16 scale"]["bits_memory"] == 4 + 16 / 128
+    assert rows["RTN int3, group 128, symmetric, fp16 scale"]["bits_memory"] == 3 + 16 / 128
+    torch_int4 = "RTN int4, group 128, asymmetric bf16 scale + zero (torch's int4 layout)"
+    assert rows[torch_int4]["bits_memory"] == 4 + 32 / 128
+    nf4 = "NF4, block 64, fp32 absmax (bitsandbytes without double quantization)"
+    assert rows[nf4]["bits_memory"] == 4 + 32 / 64
+    km = rows["k-means per tensor, 16 centroids (exact 1-D Lloyd, fp32 codebooks)"]
+    assert 4 < km["bits_memory"] < 4.5
+    wsq_rows = [r for r in rows.values() if r["family"] == "wsq"]
+    assert any(r["method"].startswith("wsq Lloyd tables at a budget") for r in wsq_rows)
+    budget = rows["wsq Lloyd tables at a budget of 4 bits/w in memory"]
+    assert budget["bits_memory"] <= 4.0 and budget["decided_on"] == "val (probe only)"
+    for r in rows.values():
+        assert r["test_ppl"] > 1 and r["val_ppl"] > 1 and r["bits_file"] > 0
+    md = (tmp_path / "pylm.md").read_text()
+    assert "held-out ppl" in md and "QUICK" in md and "ISA" in md and out["machine"] in md
+    assert "## Where a peer is ahead" in md and "## Decision data against held-out data" in md
+    # the tune with a margin kept the decision perplexity inside tolerance - margin
+    tuned = rows["wsq.tune (grid), tolerance 0.7, margin 0.05"]
+    assert tuned["val_ppl"] <= fp["val_ppl"] * math.exp(0.7 - 0.05) and "(tolerance 0.7" in md
+    assert [g["goal"][:10] for g in out["goals"]].count("<= 4 bits/") == 3  # 1%, two int4 peers
