@@ -10,7 +10,9 @@
 // Paths (wsq::lut_detail::lut_isa): scalar, AVX2 and AVX-512. The AVX-512 kernels also use VBMI byte
 // permutes (5..8-bit tables held in registers as byte planes), so a CPU with AVX-512 F/BW/VL but no
 // VBMI (Skylake-SP, Cascade Lake) runs the AVX2 kernels. All paths give the same dequantized values
-// bit for bit; matmul sums differ between paths only in the order of float32 additions.
+// bit for bit; matmul sums differ between paths only in the order of float32 additions. Within one
+// path that order depends on the shape and the batch, never on the width: a tensor held at fewer
+// bits (wsq's per-tensor runtime widths) computes exactly what it computes at 16.
 #pragma once
 #include <cstdint>
 
@@ -68,11 +70,6 @@ void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t 
                  const float* bias, float* y, int64_t ldy);
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy);
-
-// One x row at b = 1, 2 (lut_nibble_avx512.cpp); false where it does not apply (other widths, rows
-// not starting on byte boundaries), and the caller takes its general path.
-bool gemv_nibble_avx512(const Packed& w, const float* x, int64_t K, int64_t N, const float* bias,
-                        float* y);
 
 }  // namespace lut_detail
 }  // namespace wsq

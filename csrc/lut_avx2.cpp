@@ -97,47 +97,6 @@ struct Nib4 {
   }
 };
 
-// GEMV (one x row) at b = 4 with K % 32 == 0: every row then starts on a 16-byte group, so x can be
-// permuted once per call into the order the decoder emits naturally (lane 0 the low nibbles, lane 1
-// the high ones, straight from one vpsrlvd) instead of spreading the nibbles into stream order per
-// group: one vpshufb and three logic ops fewer per 32 weights (10-20% on Zen 4, one thread).
-// Slot j of the decoded group (nib4_perm): the unpacked dword j = 8q + 4*lane + i holds nibble
-// 2*(4q + i) + lane.
-inline int nib4_perm(int j) { return 2 * (4 * (j / 8) + j % 4) + (j / 4) % 2; }
-
-#ifndef WSQ_GEMV_AHEAD
-#define WSQ_GEMV_AHEAD 1024
-#endif
-constexpr int64_t kGemvAhead = WSQ_GEMV_AHEAD;
-
-WSQ_T void gemv4(const Nib4& d, const uint8_t* p, const float* xp, int64_t K, int64_t n0, int64_t n1,
-                 const float* bias, float* y) {
-  const __m256i sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m = _mm256_set1_epi8(15);
-  const __m256i t0 = d.tab[0], t1 = d.tab[1], t2 = d.tab[2], t3 = d.tab[3];
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* g = p + n * (K / 2);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t k = 0; k < K; k += 32, g += 16) {
-      _mm_prefetch(reinterpret_cast<const char*>(g) + kGemvAhead, _MM_HINT_T0);
-      const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-      const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(v, sh), m);
-      const __m256i b0 = _mm256_shuffle_epi8(t0, idx), b1 = _mm256_shuffle_epi8(t1, idx);
-      const __m256i b2 = _mm256_shuffle_epi8(t2, idx), b3 = _mm256_shuffle_epi8(t3, idx);
-      const __m256i l01 = _mm256_unpacklo_epi8(b0, b1), h01 = _mm256_unpackhi_epi8(b0, b1);
-      const __m256i l23 = _mm256_unpacklo_epi8(b2, b3), h23 = _mm256_unpackhi_epi8(b2, b3);
-      const float* xk = xp + k;
-      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(l01, l23)), _mm256_loadu_ps(xk), a0);
-      a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(l01, l23)), _mm256_loadu_ps(xk + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(h01, h23)), _mm256_loadu_ps(xk + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(h01, h23)), _mm256_loadu_ps(xk + 24), a3);
-    }
-    const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    y[n] = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q))) + (bias ? bias[n] : 0.0f);
-  }
-}
-
 // b = 8: 8 indices from one 64-bit load, 8 scalar table loads joined into a ymm.
 struct Byte8 {
   static constexpr int kL = 8;
@@ -228,14 +187,17 @@ WSQ_T void emit(const D& d, const Packed& w, int64_t e, int64_t cnt, void* out, 
   }
 }
 
-// Fused rows kernel (see lut_avx512.cpp): 32 weights per step (U groups of kL), K in chunks.
+// Fused rows kernel (see lut_avx512.cpp, whose order of operations this follows with 8-lane
+// vectors: the same at every width): 32 weights per step (U groups of kL), K in chunks.
 template <class D, int MB>
 WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
                 int64_t n1, const float* bias, float* y, int64_t ldy) {
-  constexpr int L = D::kL, V = L / 8, U = L >= 32 ? 1 : 32 / L, UV = U * V;
-  constexpr int A = MB == 1 ? UV : (MB == 2 ? 2 : 1);
+  constexpr int A = MB == 1 ? 4 : (MB == 2 ? 2 : 1);
+  constexpr int L = D::kL, V = L / 8, S = 32, U = S / L, UV = S / 8;
+  static_assert(L <= S && UV % A == 0, "a step must end on accumulator 0");
   const D d = dref;
   const int64_t kc = row_chunk(MB, K), safe = safe_start(w);
+  const int64_t group_bytes = int64_t{L} * w.bits / 8, step_bytes = group_bytes * U;
   for (int64_t c = 0; c * kc < K; ++c) {
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t e0 = n * K, a0 = (e0 + 7) & ~int64_t{7};
@@ -254,10 +216,11 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
         #pragma GCC unroll 16
         for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
       }
-      for (; e + U * L <= end && e + (U - 1) * L <= safe; e += U * L) {
+      const uint8_t* g = group_at(w, e);
+      for (; e + S <= end && e + (U - 1) * L <= safe; e += S, g += step_bytes) {
         __m256 v[UV];
         #pragma GCC unroll 16
-        for (int u = 0; u < U; ++u) d(group_at(w, e + u * L), v + u * V);
+        for (int u = 0; u < U; ++u) d(g + u * group_bytes, v + u * V);
         const float* xk = x + (e - e0);
         #pragma GCC unroll 16
         for (int j = 0; j < UV; ++j)
@@ -265,29 +228,25 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
           for (int m = 0; m < MB; ++m)
             acc[m][j % A] = _mm256_fmadd_ps(v[j], _mm256_loadu_ps(xk + m * ldx + 8 * j), acc[m][j % A]);
       }
-      for (; e < end && e <= safe; e += L) {  // masked: no lane past the chunk is read or summed
-        __m256 v[V];
-        d(group_at(w, e), v);
-        const int64_t rem = end - e;
+      for (; e < end; e += S) {  // the same vectors from a buffer; masked: no lane past `end` is read
+        alignas(32) float buf[S];
+        const int64_t rem = std::min<int64_t>(S, end - e);
+        span(d, w, e, rem, buf);
         const float* xk = x + (e - e0);
         #pragma GCC unroll 16
-        for (int j = 0; j < V; ++j) {
+        for (int j = 0; j < UV; ++j) {
           if (8 * j >= rem) break;
           const __m256i k = lanes(rem - 8 * j);
-          const __m256 wv = _mm256_and_ps(v[j], _mm256_castsi256_ps(k));
+          const __m256 wv = _mm256_maskload_ps(buf + 8 * j, k);
           #pragma GCC unroll 16
           for (int m = 0; m < MB; ++m)
             acc[m][j % A] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xk + m * ldx + 8 * j, k), acc[m][j % A]);
         }
       }
-      for (; e < end; ++e) {  // the stream's last bytes
-        const float wv = w.table[index_at(w, e)];
-        #pragma GCC unroll 16
-        for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
-      }
       #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
         __m256 s = acc[m][0];
+        #pragma GCC unroll 16
         for (int a = 1; a < A; ++a) s = _mm256_add_ps(s, acc[m][a]);
         const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
         const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -381,12 +340,6 @@ int64_t gather_avx2(const Packed& w, int64_t num_rows, int64_t row_len, const in
 
 void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                  const float* bias, float* y, int64_t ldy) {
-  if (w.bits == 4 && M == 1 && K % 32 == 0) {
-    const Nib4 d(w);
-    const std::vector<float> xp = permute_groups32(x, K, nib4_perm);
-    for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(d, w.p, xp.data(), K, n0, n1, bias, y); });
-    return;
-  }
   visit(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {

@@ -1,9 +1,8 @@
 // AVX-512 LUT kernels (F/BW/VL + VBMI; see lut.h). The table lives in registers wherever it fits:
-//   b <= 4   one zmm of 16 floats, looked up with vpermps (_mm512_permutexvar_ps); the b = 4 GEMV
-//            (one x row, K % 32 == 0) permutes x once per call so nibbles need no spreading;
+//   b <= 4   one zmm of 16 floats, looked up with vpermps (_mm512_permutexvar_ps);
 //   b 5..8   four byte planes of the table (byte j of every entry), each 1, 2 or 4 zmm, looked up
 //            64 indices at a time with vpermb / vpermi2b, then re-interleaved into floats;
-//   b > 8    gathers from the table in L1/L2.
+//   b > 8    scalar loads from the table in L1/L2 (Lookup).
 // Gathers are what the 5..8-bit case would otherwise use; on AMD Zen 4 they run ~6x slower than the
 // byte-plane lookup (measured: GEMV 4096x4096 b=8, 3.9 ms vs 0.64 ms on 2 threads).
 #include "lut_impl.h"
@@ -39,17 +38,14 @@ struct Small {
     alignas(64) int32_t s[16];
     for (int j = 0; j < 16; ++j) {
       tt[j] = w.table[j & ((1 << B) - 1)];
-      s[j] = j * B;  // b = 3: the multishift control, byte 0 of lane j (bit offset in its qword)
+      s[j] = j * B;  // b >= 3: the multishift control, byte 0 of lane j (bit offset in its qword)
     }
     t = _mm512_load_ps(tt);
     sh = _mm512_load_si512(s);
   }
   WSQ_T void operator()(const uint8_t* g, __m512* o) const {
     __m512i idx;
-    if constexpr (B == 4) {  // byte i holds indices 2i (low nibble) and 2i+1: interleave nibbles
-      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g));
-      idx = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, _mm_srli_epi16(b, 4)));
-    } else if constexpr (B == 3) {  // 48 bits: lane i's byte 0 gets bits 3i..3i+7 (vpmultishiftqb)
+    if constexpr (B >= 3) {  // 48 or 64 bits: lane i's byte 0 gets bits Bi..Bi+7 (vpmultishiftqb)
       const __m128i u = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g));
       idx = _mm512_multishift_epi64_epi8(sh, _mm512_broadcastq_epi64(u));  // vpbroadcastq from memory
     } else {  // 16 or 32 bits: one broadcast word, lane i shifted right by i*b
@@ -229,25 +225,38 @@ WSQ_T void emit(const D& d, const Packed& w, int64_t e, int64_t cnt, void* out, 
 // rows (4 KiB) ahead into L2, once per line (so it neither evicts the permuted x from L1 nor holds
 // L1 fill buffers), gained a further ~5-10% standalone and 20-30% on cold weights through the
 // library (A/B of alternating processes; bench/README.md). The AVX2 GEMV, more compute-bound,
-// gained nothing from it. Used by the b = 4 GEMV and the one-x-row path of rows() at >= 8 bits.
+// gained nothing from it. Used by the one-x-row path of rows() at >= 8 bits.
 constexpr int kStreamAhead = 4096;
 
 // (The `#pragma GCC unroll` on the short loops makes GCC unroll them before scalar replacement,
 // so the accumulator arrays live in registers instead of being stored to the stack every step.)
 // Fused rows kernel for small batches: y[m][n] for MB rows of x and W rows [n0, n1), decoding each
-// group of weights once into registers and multiplying it by all MB x rows. Groups are taken
-// U at a time so even 16-index decoders feed >= 2 independent accumulators per x row (A).
-// K is walked in chunks (row_chunk) so the MB x-row slices stay in L1 while every W row of the
-// range streams past them; y holds the running sums between chunks.
+// group of weights once into registers and multiplying it by all MB x rows. K is walked in chunks
+// (row_chunk) so the MB x-row slices stay in L1 while every W row of the range streams past them;
+// y holds the running sums between chunks.
+//
+// The order of the float32 operations is the same at every width (the per-tensor runtime width
+// must never change a result, tests/test_widths.py): a row's elements before its first byte
+// boundary are summed in scalar (`head`); from there, consecutive 16-element vectors v = 0, 1, ...
+// of the chunk go by fma into accumulator v % A (A fixed by MB alone), the last vector masked;
+// then acc[0] + acc[1] + ... is reduced and head added. A width decides only how a vector's weights
+// are read: whole groups in registers (the loop of S-element steps), or, for the chunk's last
+// < S elements and the stream's last bytes, decoded into a buffer by span().
 template <class D, int MB>
 WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
                 int64_t n1, const float* bias, float* y, int64_t ldy) {
-  // One x row: 64 weights a step in 4 accumulators, so the fma chains (4 cycles each) do not
-  // bound 16-index decoders (b = 3 ran 1.45x slower than b = 4 with 2 chains, AMD Zen 5).
-  constexpr int L = D::kL, V = L / 16, W = MB == 1 ? 64 : 32, U = L >= W ? 1 : W / L, UV = U * V;
-  constexpr int A = MB == 1 ? UV : (MB == 2 ? 2 : 1);
+  // One x row: 8 accumulators, so the fma chains (4 cycles each, 2 pipes) never bound a decoder.
+  constexpr int A = MB == 1 ? 8 : (MB == 2 ? 2 : 1);
+  constexpr int L = D::kL, V = L / 16, S = std::max(L, 16 * A), U = S / L, UV = S / 16;
+  static_assert(UV % A == 0, "a step must end on accumulator 0");
   const D d = dref;  // a local copy lets the compiler keep the table in registers
   const int64_t kc = row_chunk(MB, K), safe = safe_start(w);
+  const int64_t group_bytes = int64_t{L} * w.bits / 8, step_bytes = group_bytes * U;
+  // One x row and >= 8 bits: the W stream is consumed at >= 1 byte per weight and the hardware
+  // prefetcher falls behind, so prefetch it kStreamAhead ahead, once a line (A/B of alternating
+  // processes on Zen 4: b = 8 up to ~30% faster at 1 thread, mostly faster at 2; narrower widths
+  // showed no clear gain within the machine's noise, so they skip it).
+  const bool stream_prefetch = MB == 1 && w.bits >= 8;
   for (int64_t c = 0; c * kc < K; ++c) {
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t e0 = n * K, a0 = (e0 + 7) & ~int64_t{7};  // first byte-aligned element
@@ -266,20 +275,14 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
         #pragma GCC unroll 16
         for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
       }
-      // One x row and >= 8 bits: the W stream is consumed at >= 1 byte per weight and the hardware
-      // prefetcher falls behind, so prefetch it kStreamAhead ahead, once a line (A/B of alternating
-      // processes on Zen 4: b = 8 up to ~30% faster at 1 thread, mostly faster at 2; b = 2 and 6
-      // showed no clear gain within the machine's noise, so narrower widths skip it).
-      int64_t pf_at = MB == 1 && w.bits >= 8 ? 0 : INT64_MAX;
-      for (; e + U * L <= end && e + (U - 1) * L <= safe; e += U * L) {
-        if (e >= pf_at) {
-          _mm_prefetch(reinterpret_cast<const char*>(w.p + ((e * w.bits) >> 3)) + kStreamAhead,
-                       _MM_HINT_T1);
-          pf_at = e + 512 / w.bits;  // the elements of 64 bytes
-        }
+      const uint8_t* g = group_at(w, e);
+      for (; e + S <= end && e + (U - 1) * L <= safe; e += S, g += step_bytes) {
+        if (stream_prefetch)
+          for (int64_t o = 0; o < step_bytes; o += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(g) + kStreamAhead + o, _MM_HINT_T1);
         __m512 v[UV];
         #pragma GCC unroll 16
-        for (int u = 0; u < U; ++u) d(group_at(w, e + u * L), v + u * V);
+        for (int u = 0; u < U; ++u) d(g + u * group_bytes, v + u * V);
         const float* xk = x + (e - e0);
         #pragma GCC unroll 16
         for (int j = 0; j < UV; ++j)
@@ -287,29 +290,25 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
           for (int m = 0; m < MB; ++m)
             acc[m][j % A] = _mm512_fmadd_ps(v[j], _mm512_loadu_ps(xk + m * ldx + 16 * j), acc[m][j % A]);
       }
-      for (; e < end && e <= safe; e += L) {  // masked: no lane past the chunk is read or summed
-        __m512 v[V];
-        d(group_at(w, e), v);
-        const int64_t rem = end - e;
+      for (; e < end; e += S) {  // the same vectors from a buffer; masked: no lane past `end` is read
+        alignas(64) float buf[S];
+        const int64_t rem = std::min<int64_t>(S, end - e);
+        span(d, w, e, rem, buf);
         const float* xk = x + (e - e0);
         #pragma GCC unroll 16
-        for (int j = 0; j < V; ++j) {  // constant trip count: acc stays a set of registers
+        for (int j = 0; j < UV; ++j) {  // constant trip count: acc stays a set of registers
           if (16 * j >= rem) break;
           const __mmask16 k = lanes(rem - 16 * j);
-          const __m512 wv = _mm512_maskz_mov_ps(k, v[j]);
+          const __m512 wv = _mm512_maskz_loadu_ps(k, buf + 16 * j);
           #pragma GCC unroll 16
           for (int m = 0; m < MB; ++m)
             acc[m][j % A] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k, xk + m * ldx + 16 * j), acc[m][j % A]);
         }
       }
-      for (; e < end; ++e) {  // the stream's last bytes
-        const float wv = w.table[index_at(w, e)];
-        #pragma GCC unroll 16
-        for (int m = 0; m < MB; ++m) head[m] += wv * x[m * ldx + (e - e0)];
-      }
       #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
         __m512 s = acc[m][0];
+        #pragma GCC unroll 16
         for (int a = 1; a < A; ++a) s = _mm512_add_ps(s, acc[m][a]);
         const float part = _mm512_reduce_add_ps(s) + head[m];
         float& out = y[m * ldy + n];
@@ -324,42 +323,6 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
 }
 
 constexpr int kFusedMB = 8;  // x rows per fused pass
-
-// GEMV (one x row) at b = 4 with K % 32 == 0: every row starts on a 16-byte group, so x is permuted
-// once per call into the order the lookup emits (the low nibbles of 16 bytes, then their high
-// nibbles): 32 weights then cost one vpmovzxbd, one shift and two vpermps, instead of spreading the
-// nibbles into stream order per group (an unpack and a widening per 16). vpermps reads the low 4
-// bits of each lane, so the low nibble needs no mask and the shifted high one has nothing above.
-// x slot j of a 32-group holds element 2 * (j % 16) + j / 16.
-inline int nib4_perm(int j) { return 2 * (j % 16) + j / 16; }
-
-WSQ_T void gemv4(const float* table, const uint8_t* p, const float* xp, int64_t K, int64_t n0,
-                 int64_t n1, const float* bias, float* y) {
-  const __m512 t = _mm512_loadu_ps(table);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* g = p + n * (K / 2);
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t k = 0;
-    for (; k + 64 <= K; k += 64, g += 32) {
-      if ((k & 64) == 0)  // once per 64-byte line, into L2: see kStreamAhead
-        _mm_prefetch(reinterpret_cast<const char*>(g) + kStreamAhead, _MM_HINT_T1);
-      const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-      const __m512i d1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
-      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d0, t), _mm512_loadu_ps(xp + k), a0);
-      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d0, 4), t), _mm512_loadu_ps(xp + k + 16), a1);
-      a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d1, t), _mm512_loadu_ps(xp + k + 32), a2);
-      a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d1, 4), t), _mm512_loadu_ps(xp + k + 48), a3);
-    }
-    if (k < K) {  // K % 64 == 32
-      const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d0, t), _mm512_loadu_ps(xp + k), a0);
-      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d0, 4), t), _mm512_loadu_ps(xp + k + 16), a1);
-    }
-    y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) +
-           (bias ? bias[n] : 0.0f);
-  }
-}
-
 
 template <class D>
 void rows_any(int mb, const D& d, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
@@ -438,12 +401,6 @@ int64_t gather_avx512(const Packed& w, int64_t num_rows, int64_t row_len, const 
 
 void matmul_avx512(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                    const float* bias, float* y, int64_t ldy) {
-  if (M == 1 && gemv_nibble_avx512(w, x, K, N, bias, y)) return;
-  if (w.bits == 4 && M == 1 && K % 32 == 0) {
-    const std::vector<float> xp = permute_groups32(x, K, nib4_perm);
-    for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) { gemv4(w.table, w.p, xp.data(), K, n0, n1, bias, y); });
-    return;
-  }
   visit(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {

@@ -103,17 +103,6 @@ void for_row_ranges(int64_t N, int64_t work, F&& fn) {
   for (int64_t b = 0; b < nblocks; ++b) fn(b * block, std::min(N, (b + 1) * block));
 }
 
-// x reordered per 32-element group (K % 32 == 0): slot j of a group holds element perm(j). The
-// 4-bit GEMVs permute x once per call into their decoder's lane order instead of reordering the
-// decoded weights of every row.
-template <class P>
-std::vector<float> permute_groups32(const float* x, int64_t K, P perm) {
-  std::vector<float> xp(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; k += 32)
-    for (int j = 0; j < 32; ++j) xp[k + j] = x[k + perm(j)];
-  return xp;
-}
-
 // Embedding lookup: emit(e0, cnt, out_offset) writes cnt values of the packed stream from element e0
 // into `out` at element offset out_offset. Bad row ids are counted and their rows filled with NaN.
 template <class F>

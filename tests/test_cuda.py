@@ -292,6 +292,28 @@ def test_host_lut_matmul_fast_path_within_twice_torch_fp32(bits):
         assert _err(y, ref) <= 2 * torch_err + 1e-7 * float(ref.abs().max()), (m, k, n)
 
 
+def _at_every_width(own: int, m: int, k: int, n: int, seed: int):
+    """(x, bias, [(b, packed, table)] for b = own..16): one tensor's values and indices held at its
+    own width and at every wider one (table padded with NaN)."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(1 << own, generator=g)
+    idx = torch.randint(0, 1 << own, (n * k,), generator=g)
+    x, bias = torch.randn(m, k, generator=g), torch.randn(n, generator=g)
+    held = [(b, ops.pack(idx, b), ops.lut_table(values, b)) for b in range(own, 17)]
+    return x, bias, held
+
+
+@needs_build
+@pytest.mark.parametrize("m", [1, 2, 5, 9])
+def test_host_lut_matmul_is_the_same_at_every_width_a_tensor_fits(m):
+    # the exact path sums in one order at every width: holding a tensor at a narrower width
+    # (wsq's per-tensor runtime widths) never changes a result. 2080: three split-K slices.
+    for own in (1, 3, 4, 8, 9):
+        x, bias, held = _at_every_width(own, m, 2080, 33, seed=own * 10 + m)
+        outs = [_host_matmul(x, p, 33, b, t, bias, 0) for b, p, t in held]
+        assert all(torch.equal(o, outs[0]) for o in outs[1:]), (own, m)
+
+
 @needs_build
 @pytest.mark.parametrize("bits", [1, 2, 4, 5, 8])
 def test_host_tensor_core_fragments_compute_x_w_t(bits):
@@ -523,6 +545,17 @@ def test_lut_matmul_bitwise_equal_to_host_emulation(dev, m, bits):
         bias = torch.randn(n)
         y = ops.lut_matmul(x.to(dev), p.to(dev), n, bits, table.to(dev), bias.to(dev))
         assert torch.equal(y.cpu(), _host_matmul(x, p, n, bits, table, bias, 0)), (k, n)
+
+
+@pytest.mark.parametrize("m", [1, 2, 9, 64])
+def test_lut_matmul_is_the_same_at_every_width_a_tensor_fits(dev, m):
+    # on the device, exact mode (the default): K not a multiple of 32 takes the generic path
+    for own, k in [(1, 2080), (4, 1024), (8, 1000), (9, 2080)]:
+        x, bias, held = _at_every_width(own, m, k, 33, seed=own + m)
+        outs = [
+            ops.lut_matmul(x.to(dev), p.to(dev), 33, b, t.to(dev), bias.to(dev)) for b, p, t in held
+        ]
+        assert all(torch.equal(o, outs[0]) for o in outs[1:]), (own, k, m)
 
 
 @pytest.mark.parametrize("k", [53, 113, 256])

@@ -179,11 +179,11 @@ SHAPES = [
     (65, 53, 1023),
     (65, 1023, 1),
     (65, 3, 53),
-    (1, 4096, 33),  # K % 32 == 0 at one x row: the AVX2 4-bit GEMV with x permuted per call
-    (1, 96, 7),
-    (1, 1000, 37),  # b = 1, 2: the nibble-table GEMV, its last 64-byte chunk of a row masked
-    (1, 2048, 70),  # ... 16-row blocks and a partial one
-    (1, 1100, 21),  # ... K cut into blocks of 256 row bytes (b = 2: two), the last chunk masked
+    (1, 4096, 33),  # one x row: whole 128-element steps only
+    (1, 96, 7),  # ... a row shorter than one step: every vector from the buffer, the last masked
+    (1, 1000, 37),  # ... steps, then a partial step of 1000 % 128 elements
+    (1, 2048, 70),
+    (1, 1100, 21),
 ]
 
 

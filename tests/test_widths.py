@@ -5,7 +5,11 @@ single-width model (every tensor indexing the whole codebook at ceil(log2 n) bit
 The model below has one Linear layer per width 1..16 plus an Embedding and a Conv2d: the weights of
 the width-w layer take exactly m(w) distinct values (2**(w-1) + 1, so they need w bits), each value
 at the centre of its own bin of a 65536-bin grid over [-1, 1], so wsq.compress(k=65536) keeps every
-value as its own codebook entry.
+value as its own codebook entry. The Linear layers are wide enough (737..1292 inputs, rows not
+starting on byte boundaries, streams longer than the SIMD decoders' 64-byte reads) that every part
+of the fused kernels runs: whole steps in registers, the masked last vectors, the stream's last
+bytes, and K chunks at small batches. The kernels sum in one order at every width, so the outputs
+are compared bit for bit at every ISA level and batch.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def _values(w: int) -> int:
 
 def _shape(w: int) -> tuple[int, int]:
     m = _values(w)
-    cols = 3 + w  # odd widths of rows: no layer is a multiple of a SIMD block
+    cols = 700 + 37 * w  # odd for odd w: no layer is a multiple of a SIMD block
     return -(-m // cols) + 1, cols
 
 
@@ -115,7 +119,7 @@ def test_in_memory_bytes_are_each_tensor_at_its_width(compressed):
     }
 
 
-@pytest.mark.parametrize("batch", [1, 5, 70])
+@pytest.mark.parametrize("batch", [1, 2, 5, 70])
 def test_outputs_equal_the_single_width_model(compressed, isa, batch):
     # the single-width model: every Linear through the same kernel with the whole codebook's
     # table at 16 bits; Embedding/Conv through their dense equivalents of the same weights
@@ -130,20 +134,34 @@ def test_outputs_equal_the_single_width_model(compressed, isa, batch):
             want = wsq.ops.lut_matmul(
                 x, c.global_packed(name), fc.out_features, c.bits, table, fc.bias
             )
-            if isa == "scalar" or batch >= 64:
-                assert torch.equal(got[i], want), (name, c.widths()[name])
-            else:
-                # the SIMD GEMVs sum in width-specific orders: within the kernels' error bound
-                # (2x torch's own fp32 error against float64, as tests/test_lut.py holds them)
-                w = fc.weight.double()
-                exact = x.double() @ w.T + fc.bias.double()
-                torch_err = (F.linear(x, fc.weight, fc.bias).double() - exact).abs().max()
-                assert (got[i].double() - exact).abs().max() <= 2 * torch_err + 1e-6, name
+            assert torch.equal(got[i], want), (name, c.widths()[name], isa, batch)
         ids = torch.randint(0, 37, (batch, 3), generator=g)
         assert torch.equal(got[-2], F.embedding(ids, _single_width_weight(c, "emb.weight")))
         x = torch.randn(batch, 3, 6, 5, generator=g)
         w = _single_width_weight(c, "conv.weight")
         assert torch.equal(got[-1], F.conv2d(x, w, c.model.conv.bias, padding=1))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 70])
+def test_a_tensor_computes_the_same_at_every_width_it_fits(compressed, isa, batch):
+    # each Linear's own values held at its own width and at every wider one (its table padded
+    # with NaN): one result, bit for bit, from every kernel; x strided, as a transposed input is
+    c = compressed
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for i, fc in enumerate(c.model.fcs):
+            q = c.quantized[f"fcs.{i}.weight"]
+            values = q.table[: int((~torch.isnan(q.table)).sum())]
+            idx = reference.unpack(q.packed, q.numel, q.bits)
+            x = torch.randn(batch, fc.in_features + 5, generator=g)[:, 2 : 2 + fc.in_features]
+            assert batch == 1 or not x.is_contiguous()
+            outs = [
+                wsq.ops.lut_matmul(
+                    x, wsq.ops.pack(idx, b), fc.out_features, b, wsq.ops.lut_table(values, b), fc.bias
+                )
+                for b in range(q.bits, 17)
+            ]
+            assert all(torch.equal(o, outs[0]) for o in outs[1:]), (i, q.bits, isa, batch)
 
 
 def test_save_load_and_state_dict_keep_every_width_and_output(compressed, tmp_path):
