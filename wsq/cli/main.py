@@ -32,6 +32,7 @@ from wsq.cli.specs import (
     DEFAULTS,
     CliError,
     _digits_spec,
+    _effnet_spec,
     _minilm_spec,
     _one_line,
     _prepare_out,
@@ -192,6 +193,8 @@ def _cmd_compress(args) -> int:
         spec_key = "minilm"
     elif spec_key in ("wsq:pylm", "pylm"):
         spec_key = "pylm"
+    elif spec_key in ("wsq:effnet", "effnet"):
+        spec_key = "effnet"
     elif spec_key in (None, "digits", "wsq:digits"):
         spec_key = None
     opts = dict(DEFAULTS)
@@ -226,7 +229,7 @@ def _cmd_compress(args) -> int:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
         )
-    if spec_key not in (None, "minilm", "pylm") and args.tolerance is None:
+    if spec_key not in (None, "minilm", "pylm", "effnet") and args.tolerance is None:
         # a SPEC's evaluate has units wsq cannot know: a default of 0 suits only a metric that can
         # stay exactly equal (accuracy); a continuous one (cosine, -loss) never does, and the
         # search would run to the end for nothing. Asked for here, before any work.
@@ -246,6 +249,8 @@ def _cmd_compress(args) -> int:
             spec = _minilm_spec()
         elif spec_key == "pylm":
             spec = _pylm_spec()
+        elif spec_key == "effnet":
+            spec = _effnet_spec(say)
         else:
             spec = _user_spec(spec_key)
         opts["variables"] = variables
@@ -381,7 +386,9 @@ def _parser() -> argparse.ArgumentParser:
         "(and front.csv/json/png from the uniform search) into --out. SPEC: 'module:function' or 'path/to/file.py:function' returning "
         "(model, evaluate) or (model, evaluate, test_evaluate); 'minilm' for all-MiniLM-L6-v2 "
         "(needs wsq[hf]); 'pylm' for a LLaMA-shaped byte LM trained on the Python standard library "
-        "(wsq.examples.pylm, held-out perplexity; needs wsq[hf]); none: a small CNN on scikit-learn's digits.",
+        "(wsq.examples.pylm, held-out perplexity; needs wsq[hf]); 'effnet' for the pretrained ImageNet "
+        "EfficientNet-Lite0, equalized, judged by top-1 agreement on skimage photos (needs "
+        "wsq[cnn]); none: a small CNN on scikit-learn's digits.",
     )
     c.add_argument("spec", nargs="?", metavar="SPEC")
     c.add_argument("--out", default="wsq-out", help="output directory (default ./wsq-out)")
@@ -393,7 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--tolerance", type=float,
         help="allowed drop below the baseline, in the evaluate's units (digits default 0.005, "
-        "minilm 0.01, pylm 0.01 nats/byte; a SPEC must set it)",
+        "minilm 0.01, pylm 0.01 nats/byte, effnet 0.02; a SPEC must set it)",
     )  # fmt: skip
     c.add_argument(
         "--margin", type=float,

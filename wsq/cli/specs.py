@@ -1,5 +1,5 @@
 """What the `wsq` subcommands share: the SPEC that names a model and its evaluate (the embedded
-digits default, minilm, pylm, or module:function / path.py:function), the defaults, the one-line
+digits default, minilm, pylm, effnet, or module:function / path.py:function), the defaults, the one-line
 errors (CliError) and the output-folder and JSON helpers. wsq.cli.main (argument parsing, info,
 bench) and wsq.cli.compress (the compress pipeline) both import it; neither imports the other's
 internals.
@@ -55,6 +55,17 @@ _SPEC_DEFAULTS = {
         "tolerance": 0.01,
         "merge_top": 1,
         "merge_evals": 60,
+    },
+    # top-1 agreement with the fp32 EfficientNet-Lite0 on 64 decision crops (one crop is 0.016);
+    # each evaluation runs 64 224x224 images (seconds on 2 cores)
+    "effnet": {
+        "k_min": 64,
+        "k_max": 1024,
+        "pop": 8,
+        "gens": 4,
+        "tolerance": 0.02,
+        "merge_top": 1,
+        "merge_evals": 30,
     },
 }
 
@@ -132,12 +143,31 @@ def _pylm_spec() -> Spec:
     return Spec("pylm", model, val, test, "-log perplexity")
 
 
+def _effnet_spec(say: Callable[[str], None]) -> Spec:
+    from wsq import equalize
+    from wsq.examples import effnet as _effnet
+
+    missing = _effnet.available()
+    if missing is not None:
+        raise CliError(
+            f"the effnet spec needs the cnn extra ({missing} is not installed): "
+            "pip install 'wsq[cnn]'"
+        )
+    model, val, test, probe, inputs = _effnet.spec()
+    # per-channel ranges folded into the BatchNorms (the same function): the methods then see
+    # every channel at one range; the file stores the folded BatchNorm values
+    model, info = equalize(model, inputs[:2])
+    say(f"effnet: EfficientNet-Lite0, {len(info['pairs'])} conv layers equalized into their "
+        f"BatchNorm (outputs unchanged to {info['check']:.1g})")  # fmt: skip
+    return Spec("effnet", model, val, test, "agreement", probe=probe)
+
+
 def _import_spec(spec: str) -> Callable:
     target, sep, fn_name = spec.rpartition(":")
     if not sep or not target or not fn_name.isidentifier():
         raise CliError(
             f"bad SPEC {spec!r}: expected 'module:function' or 'path/to/file.py:function' (or the "
-            "built-in 'minilm' or 'pylm')"
+            "built-in 'minilm', 'pylm' or 'effnet')"
         )
     if target.endswith(".py") or os.sep in target or (os.altsep and os.altsep in target):
         if not os.path.isfile(target):

@@ -180,7 +180,7 @@ def _image(name: str) -> torch.Tensor:
 
 
 def photos(names: tuple[str, ...], n: int, *, seed: int = 0, size: int = 224) -> torch.Tensor:
-    """n random square crops (side 35-100% of the image's short side, random place, random
+    """n random square crops (side 50-100% of the image's short side, random place, random
     horizontal flip) of the named skimage.data images, in turn, resized to size x size and
     normalised: float32 (n, 3, size, size)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -197,7 +197,7 @@ def photos(names: tuple[str, ...], n: int, *, seed: int = 0, size: int = 224) ->
     for i in range(n):
         img = images[i % len(images)]
         h, w = img.shape[1:]
-        side = int(min(h, w) * (0.35 + 0.65 * torch.rand(1, generator=g).item()))
+        side = int(min(h, w) * (0.5 + 0.5 * torch.rand(1, generator=g).item()))
         y = int(torch.randint(0, h - side + 1, (1,), generator=g))
         x = int(torch.randint(0, w - side + 1, (1,), generator=g))
         crop = img[:, y : y + side, x : x + side]
