@@ -3,6 +3,7 @@
     python bench/results.py --model digits       # ~minutes on 2 cores
     python bench/results.py --model minilm       # < 30 min on 2 busy cores
     python bench/results.py --model digits --quick --out /tmp/r   # the reduced run the tests use
+    python bench/results.py --model effnet       # EfficientNet-Lite0: agreement, KL vs bits (~40 min)
     python bench/results.py --model pylm         # a byte-level LLaMA: perplexity vs bits (~20 min)
 
 Writes <out>/<model>.json (every number), <out>/<model>.md (the tables, target checks, notes) and
@@ -421,7 +422,7 @@ def notes(name: str, task, paper: dict, sens: dict, peers: list) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", choices=sorted([*CONFIGS, "pylm"]), required=True)
+    ap.add_argument("--model", choices=sorted([*CONFIGS, "pylm", "effnet"]), required=True)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true", help="reduced settings (tests)")
     ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn k-means peers")
@@ -433,6 +434,10 @@ def main(argv: list[str] | None = None) -> dict:
         from _results_pylm import page
 
         return page(args.out, quick=args.quick, log=_log)
+    if args.model == "effnet":  # its own page: agreement and KL vs bits (bench/_results_cnn.py)
+        from _results_cnn import page as cnn_page
+
+        return cnn_page(args.out, quick=args.quick, log=_log)
     cfg = dict(CONFIGS[args.model])
     if args.quick:
         cfg.update(QUICK)
