@@ -121,13 +121,16 @@ def kmeans_tensor(w: torch.Tensor, k: int):
     return q, [tab], tab[q].reshape(w.shape)
 
 
+LAYOUT = {4: "torch's int4 layout", 3: "torch's int4 layout's scale + zero, at 3 bits"}
+
+
 def peer_specs() -> list[tuple[str, dict, object]]:
     """(label, params, fn(w) -> (codes, scale tensors, dequantized)) of every peer row."""
     out = []
     for b in (4, 3):
         out.append((f"RTN int{b}, group 128, symmetric, fp16 scale", dict(bits=b, group=128),
                     lambda w, b=b: group_rtn(w, b, 128, sym=True)))  # fmt: skip
-        out.append((f"RTN int{b}, group 128, asymmetric bf16 scale + zero (torch's int4 layout)",
+        out.append((f"RTN int{b}, group 128, asymmetric bf16 scale + zero ({LAYOUT[b]})",
                     dict(bits=b, group=128), lambda w, b=b: group_rtn(w, b, 128, sym=False)))  # fmt: skip
     out.append(("NF4, block 64, fp32 absmax (bitsandbytes without double quantization)",
                 dict(bits=4, block=64), lambda w: nf4(w, 64, torch.float32)))  # fmt: skip
@@ -292,10 +295,11 @@ def run(task: PylmTask, cfg: dict, directory: str, log=print, partial: str | Non
         del c
     for budget in cfg["table_budgets"]:
         t0 = time.perf_counter()
-        c = lloyd_tables(task.model, budget=budget, sensitivities=sens)
+        c = lloyd_tables(task.model, budget=budget, sensitivities=sens, evaluate=task.decide)
         add(wsq_row(task, c, f"wsq Lloyd tables at a budget of {budget:g} bits/w in memory",
-                    {"budget": budget}, t0, decided_on="val (probe only)",
-                    table_widths=c.tables_info["widths"]))  # fmt: skip
+                    {"budget": budget}, t0, decided_on="val (probe, spread or flat)",
+                    table_widths=c.tables_info["widths"], chosen=c.tables_info["chosen"],
+                    val_scores=c.tables_info["scores"]))  # fmt: skip
         del c
     start = None
     for tol, margin in cfg["tunes"]:
@@ -416,7 +420,11 @@ def markdown(recipe: str, data: dict, res: dict, machine: str, total_s: float, q
         "peers as safetensors files of their codes coded by wsq.entropy's auto coder, their "
         "scales/codebooks and every other tensor of the model), so the fp32 row is a little over "
         "32. wsq.tune rows decide the scale on the val files only (`decided on`); the grid rows "
-        "at a budget use the val files only for the probe, and the scale is set by the bits alone. "
+        "at a budget use the val files only for the probe, and the scale is set by the bits alone; "
+        "the Lloyd-table rows at a budget use them for the probe and to keep the better of the "
+        "spread allocation (widths floor(B)-1..floor(B)+1 from the probed sensitivities) and the "
+        "flat one (floor(B) bits, the least sensitive tensors one bit narrower where the tables "
+        "do not fit). "
         f"The grid's probe: {len(res['sensitivities'])} evaluations, {res['probe_s']:.0f} s, "
         "shared by every grid row (its time is not in their time column)."
     )

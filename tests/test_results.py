@@ -174,7 +174,7 @@ def test_pylm_page_quick(tmp_path, monkeypatch):
     wsq_rows = [r for r in rows.values() if r["family"] == "wsq"]
     assert any(r["method"].startswith("wsq Lloyd tables at a budget") for r in wsq_rows)
     budget = rows["wsq Lloyd tables at a budget of 4 bits/w in memory"]
-    assert budget["bits_memory"] <= 4.0 and budget["decided_on"] == "val (probe only)"
+    assert budget["bits_memory"] <= 4.0 and budget["decided_on"].startswith("val (probe")
     for r in rows.values():
         assert r["test_ppl"] > 1 and r["val_ppl"] > 1 and r["bits_file"] > 0
     md = (tmp_path / "pylm.md").read_text()

@@ -61,7 +61,11 @@ def test_lloyd_tables_fixed_width_and_budget_round_trip(tmp_path):
     # a budget: at most that many bits held in memory, and no worse than one width for all
     b = tables.lloyd_tables(m, budget=3.0, evaluate=ev)
     info = b.tables_info
-    assert b.stats()["bits_memory"] <= 3.0 and info["evaluations"] == 1 + 2
+    assert b.stats()["bits_memory"] <= 3.0 and info["evaluations"] == 1 + 2 + len(info["scores"])
+    assert set(info["widths"].values()) <= {2, 3, 4}  # floor(budget) -/+ 1 by default
+    if info["scores"]:  # spread and flat differed: the better on evaluate was kept
+        assert info["scores"][info["chosen"]] == max(info["scores"].values())
+        assert ev(b.model) == info["scores"][info["chosen"]]
     assert set(info["widths"]) == {"a.weight", "b.weight"}
     assert ev(b.model) >= ev(tables.lloyd_tables(m, bits=2).model)
     wsq.save(b, tmp_path / "t.wsq")

@@ -23,6 +23,7 @@ loaded model runs on the LUT kernels at the widths chosen here.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -135,6 +136,27 @@ def allocate_widths(
         b[best] += 1
 
 
+def _assemble(gq, fits, widths, model, include, exclude, min_dims) -> Compressed:
+    """The Compressed holding each tensor's chosen table, all in one shared codebook."""
+    # one shared codebook: the union of the chosen tables (float32, ascending)
+    tables = [
+        torch.as_tensor(fits[i][int(w)][0], dtype=torch.float32) for i, w in enumerate(widths)
+    ]
+    codebook = torch.unique(torch.cat(tables))  # sorted
+    gbits = ops.bits_for(int(codebook.numel()))
+    packed = {}
+    for i, e in enumerate(gq.entries):
+        tab = tables[i]
+        w = gq.weights(i)
+        local = torch.bucketize(w, 0.5 * (tab[1:] + tab[:-1])) if tab.numel() > 1 else None
+        glob = torch.searchsorted(codebook, tab).to(torch.int32)
+        idx = glob[local] if local is not None else glob.expand(w.numel()).contiguous()
+        packed[e.name] = ops.pack(idx, gbits)
+        del w, local, idx
+    shell = compress(model, 2, include=include, exclude=exclude, min_dims=min_dims)
+    return shell.with_indices(codebook, gbits, packed)
+
+
 def lloyd_tables(
     model: torch.nn.Module,
     bits: int | None = None,
@@ -142,8 +164,8 @@ def lloyd_tables(
     budget: float | None = None,
     evaluate: Callable[[torch.nn.Module], float] | None = None,
     sensitivities: np.ndarray | None = None,
-    min_bits: int = 2,
-    max_bits: int = 8,
+    min_bits: int | None = None,
+    max_bits: int | None = None,
     probe_step: float = 0.5,
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
@@ -157,6 +179,13 @@ def lloyd_tables(
     tensor; or given ``sensitivities`` from wsq.grid.probe_sensitivity) says the metric is
     sensitive. ``model`` is not modified (the probe rounds one tensor at a time and restores it).
 
+    The probe measures each tensor at one small error and the allocation extrapolates linearly, so
+    widths far from the budget are guesses: by default a budget B gives widths within
+    floor(B) - 1 .. floor(B) + 1 ("spread"). With ``evaluate`` the spread allocation is also
+    scored against "flat" widths (floor(B), the least sensitive tensors one bit narrower where
+    the tables do not fit) and the better on ``evaluate`` is kept (two more evaluations), so a
+    probe that misleads costs at most the flat allocation.
+
     Args:
         model: any nn.Module; pooled as wsq.compress pools it (include/exclude/min_dims).
         bits: one width for every tensor (1..16), or None with ``budget``.
@@ -164,12 +193,14 @@ def lloyd_tables(
             sensitivities).
         evaluate: ``evaluate(model) -> float``, higher is better; only probes sensitivities.
         sensitivities: float64 (T,) per pooled tensor (skips the probe).
-        min_bits, max_bits: the widths a budget may give a tensor (1 <= min <= max <= 8).
+        min_bits, max_bits: the widths a budget may give a tensor (1 <= min <= max <= 8; default
+            floor(budget) - 1 and floor(budget) + 1 within 1..8).
         probe_step: the probe rounds tensor t to step probe_step * std(t).
 
     Returns:
         wsq.Compressed with ``tables_info``: widths (per pooled tensor name), sensitivities (or
-        None), predicted_drop, budget, bits, probe_s, fit_s, evaluations.
+        None), predicted_drop, budget, bits, chosen ("spread", "flat" or "bits"), scores
+        (evaluate of each candidate when evaluate was given), probe_s, fit_s, evaluations.
 
     Raises:
         TypeError / ValueError naming the argument (bits and budget both or neither, a budget
@@ -181,6 +212,9 @@ def lloyd_tables(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if (bits is None) == (budget is None):
         raise ValueError("give exactly one of bits (one width for all) or budget (bits/weight)")
+    b0 = max(1, min(8, int(math.floor(budget)))) if isinstance(budget, (int, float)) else 4
+    min_bits = max(1, b0 - 1) if min_bits is None else min_bits
+    max_bits = min(8, b0 + 1) if max_bits is None else max_bits
     for name, v, lo, hi in (("min_bits", min_bits, 1, 8), ("max_bits", max_bits, 1, 8)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"{name} must be an int in {lo}..{hi}, got {v!r}")
@@ -214,42 +248,50 @@ def lloyd_tables(
                 f"got {sensitivities.shape}"
             )
     t0 = time.perf_counter()
-    lo_b, hi_b = (bits, bits) if bits is not None else (min_bits, max_bits)
+    lo_b, hi_b = (bits, bits) if bits is not None else (min(min_bits, b0 - 1 or 1), max_bits)
+    lo_b = max(1, lo_b)
     fits = []  # per tensor: {b: (centers, sse)}
     for i in range(len(gq.entries)):
         x = gq.weights(i).numpy()
         fits.append({b: lloyd1d(x, 1 << b) for b in range(lo_b, hi_b + 1)})
+    info["scores"] = {}
     if bits is not None:
         widths = np.full(len(gq.entries), bits, dtype=np.int64)
-        drop = None
+        info.update(chosen="bits", predicted_drop=None)
+        out = _assemble(gq, fits, widths, model, include, exclude, min_dims)
     else:
         drops = np.array(
             [[12.0 * sensitivities[i] * f[b][1] / gq.numel[i] for b in range(lo_b, hi_b + 1)]
              for i, f in enumerate(fits)]
         )  # fmt: skip
         drops = np.minimum.accumulate(drops, axis=1)  # Lloyd's error never rises with width
-        widths = allocate_widths(gq.numel, drops, budget, min_bits=min_bits)
-        drop = float(sum(drops[i, w - lo_b] for i, w in enumerate(widths)))
-    # one shared codebook: the union of the chosen tables (float32, ascending)
-    tables = [
-        torch.as_tensor(fits[i][int(w)][0], dtype=torch.float32) for i, w in enumerate(widths)
-    ]
-    codebook = torch.unique(torch.cat(tables))  # sorted
-    gbits = ops.bits_for(int(codebook.numel()))
-    packed = {}
-    for i, e in enumerate(gq.entries):
-        tab = tables[i]
-        w = gq.weights(i)
-        local = torch.bucketize(w, 0.5 * (tab[1:] + tab[:-1])) if tab.numel() > 1 else None
-        glob = torch.searchsorted(codebook, tab).to(torch.int32)
-        idx = glob[local] if local is not None else glob.expand(w.numel()).contiguous()
-        packed[e.name] = ops.pack(idx, gbits)
-        del w, local, idx
-    shell = compress(model, 2, include=include, exclude=exclude, min_dims=min_dims)
-    out = shell.with_indices(codebook, gbits, packed)
+        cands = {"spread": allocate_widths(
+            gq.numel, drops[:, min_bits - lo_b : max_bits - lo_b + 1], budget, min_bits=min_bits
+        )}  # fmt: skip
+        if evaluate is not None and b0 <= hi_b:
+            lo_f = max(lo_b, b0 - 1)
+            flat = allocate_widths(
+                gq.numel, drops[:, lo_f - lo_b : b0 - lo_b + 1], budget, min_bits=lo_f
+            )
+            if not np.array_equal(flat, cands["spread"]):
+                cands["flat"] = flat
+        best = None
+        for name, w in cands.items():
+            c = _assemble(gq, fits, w, model, include, exclude, min_dims)
+            if evaluate is not None and len(cands) > 1:
+                info["scores"][name] = grid.score(evaluate, c.model)
+                info["evaluations"] += 1
+                if best is not None and not info["scores"][name] > info["scores"][best[0]]:
+                    continue  # NaN or no better: the earlier candidate stays
+            best = (name, w, c)
+            del c
+        name, widths, out = best
+        info.update(
+            chosen=name, predicted_drop=float(sum(drops[i, b - lo_b] for i, b in enumerate(widths)))
+        )
     info.update(
         widths={e.name: int(w) for e, w in zip(gq.entries, widths, strict=True)},
-        sensitivities=sensitivities, predicted_drop=drop, fit_s=time.perf_counter() - t0,
+        sensitivities=sensitivities, fit_s=time.perf_counter() - t0,
     )  # fmt: skip
     out.tables_info = info
     return out
