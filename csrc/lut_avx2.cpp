@@ -1,13 +1,11 @@
 // AVX2 + FMA LUT kernels (see lut.h). Decoders turn one group of kL indices (kL*b/8 bytes) into
-// kL/8 ymm of table values, in stream order:
+// kL/8 ymm of table values, in the lane order of the call (natural, or the permuted order of the
+// one-row GEMV; see kPerm8):
 //   b <= 3   8 indices; the table replicated into one ymm, looked up with vpermps (which reads the
 //            low 3 bits, so the neighbours' bits left above are ignored);
-//   b = 4    32 indices; vpshufb on four byte planes of the 16-entry table (byte j of every entry),
-//            re-interleaved into floats. vpshufb is a cheap in-lane shuffle on every AVX2 core;
-//            the two vpermps + blend per 8 values of a 16-entry float table (plus the shifts
-//            that place the index bits) measured ~15% slower on Zen 4, one thread (T-MAC and
-//            llama.cpp's IQ4_NL use the same pshufb lookup on int8 tables; here the four planes
-//            keep the float32 values exact);
+//   b = 4    natural order: 8 indices, two vpermps on the 16-entry table's halves and a blend by
+//            bit 3 (on Zen 5 ~8% faster than spreading nibbles for vpshufb byte planes); permuted
+//            order: 32 indices, vpshufb on four byte planes with no nibble spreading (Nib4P);
 //   b = 8    8 indices read with one 64-bit load, values fetched with 8 scalar loads: on Zen 4 the
 //            vgatherdps it replaces measured 1.3-1.7x slower, and Intel's GDS (Downfall)
 //            microcode fix is documented to slow gathers further;
@@ -36,8 +34,17 @@ WSQ_T inline __m256i lanes(int64_t r) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// b = 1..3: lane i = (group word >> i*b); vpermps reads the low 3 bits.
-template <int B>
+// Lane orders. Natural: lane i of a decoded vector holds element i of its 8. Permuted (P, the GEMV
+// of one x row with K % 8 == 0, x permuted once per call): lane i holds element kPerm8[i], the
+// order in which the 4-bit decoder's nibble split (low nibbles of 4 bytes, then their high ones)
+// lands without spreading the nibbles: one vpshufb and three logic ops fewer per 32 weights (the
+// AVX2 4-bit GEMV 0.67 against 0.80-0.86 ms natural, 4096x4096, AMD Zen 5, 1 thread). Every width
+// decodes in the order of the call, so a result never depends on the width (lut.h).
+constexpr int kPerm8[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+constexpr int lane_elem(bool P, int i) { return P ? kPerm8[i] : i; }
+
+// b = 1..3: lane i = (group word >> e*b), e = lane_elem(P, i); vpermps reads the low 3 bits.
+template <int B, bool P>
 struct Small {
   static constexpr int kL = 8;
   __m256 t;
@@ -47,7 +54,7 @@ struct Small {
     alignas(32) int32_t s[8];
     for (int j = 0; j < 8; ++j) {
       a[j] = w.table[j & ((1 << B) - 1)];
-      s[j] = j * B;
+      s[j] = lane_elem(P, j) * B;
     }
     t = _mm256_load_ps(a);
     sh = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
@@ -59,33 +66,48 @@ struct Small {
   }
 };
 
-// b = 4: 32 indices (16 bytes). One vpshufb spreads the nibbles so that byte 4q+d of lane 0 holds
-// index 8q+d and of lane 1 index 8q+4+d (each word first holds its source byte twice; the low
-// byte keeps the low nibble, the high byte the high one). The four plane lookups, unpacked bytes
-// -> words -> dwords within lanes, then leave indices 8j..8j+7 in o[j]: stream order.
-struct Nib4 {
+// b = 4, 8 indices per group: the 16-entry table in two ymm, each looked up with vpermps (low 3
+// bits of lane i = (group word >> 4i)), the pair chosen by bit 3 moved to the sign (vblendvps).
+struct Tab16 {
+  static constexpr int kL = 8;
+  __m256 lo, hi;
+  __m256i sh;
+  WSQ_T explicit Tab16(const Packed& w) {
+    lo = _mm256_loadu_ps(w.table);
+    hi = _mm256_loadu_ps(w.table + 8);
+    sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  }
+  WSQ_T void operator()(const uint8_t* g, __m256* o) const {
+    uint32_t u;
+    std::memcpy(&u, g, 4);
+    const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(u)), sh);
+    o[0] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  }
+};
+
+// b = 4 in the permuted order: 32 indices (16 bytes) broadcast to both lanes, lane 0 keeps the low
+// nibbles and lane 1 the high ones (one vpsrlvd and a mask), looked up with vpshufb on four byte
+// planes of the 16-entry table (byte j of every entry) and re-interleaved into floats: o[q] holds
+// elements 8q + kPerm8[i]. vpshufb is a cheap in-lane shuffle on every AVX2 core (T-MAC and
+// llama.cpp's IQ4_NL use the same lookup on int8 tables; the four planes keep float32 exact).
+struct Nib4P {
   static constexpr int kL = 32;
-  __m256i spread, lo, hi, tab[4];
-  WSQ_T explicit Nib4(const Packed& w) {
-    alignas(32) uint8_t sp[32], tb[4][32];
-    for (int p = 0; p < 32; ++p) {
-      const int lane = p / 16, q = (p % 16) / 4, d = p % 4;
-      sp[p] = static_cast<uint8_t>(4 * q + 2 * lane + d / 2);
-    }
+  __m256i sh, m, tab[4];
+  WSQ_T explicit Nib4P(const Packed& w) {
+    alignas(32) uint8_t tb[4][32];
     for (int j = 0; j < 32; ++j) {
       uint32_t u;
       std::memcpy(&u, &w.table[j & 15], 4);
       for (int pl = 0; pl < 4; ++pl) tb[pl][j] = static_cast<uint8_t>(u >> (8 * pl));
     }
-    spread = _mm256_load_si256(reinterpret_cast<const __m256i*>(sp));
     for (int pl = 0; pl < 4; ++pl) tab[pl] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb[pl]));
-    lo = _mm256_set1_epi16(0x000F);
-    hi = _mm256_set1_epi16(0x0F00);
+    sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    m = _mm256_set1_epi8(15);
   }
   WSQ_T void operator()(const uint8_t* g, __m256* o) const {
     const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-    const __m256i u = _mm256_shuffle_epi8(v, spread);
-    const __m256i idx = _mm256_or_si256(_mm256_and_si256(u, lo), _mm256_and_si256(_mm256_srli_epi16(u, 4), hi));
+    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(v, sh), m);
     const __m256i b0 = _mm256_shuffle_epi8(tab[0], idx), b1 = _mm256_shuffle_epi8(tab[1], idx);
     const __m256i b2 = _mm256_shuffle_epi8(tab[2], idx), b3 = _mm256_shuffle_epi8(tab[3], idx);
     const __m256i l01 = _mm256_unpacklo_epi8(b0, b1), h01 = _mm256_unpackhi_epi8(b0, b1);
@@ -98,6 +120,7 @@ struct Nib4 {
 };
 
 // b = 8: 8 indices from one 64-bit load, 8 scalar table loads joined into a ymm.
+template <bool P>
 struct Byte8 {
   static constexpr int kL = 8;
   const float* table;
@@ -106,8 +129,9 @@ struct Byte8 {
     uint64_t q;
     std::memcpy(&q, g, 8);
     const float* t = table;
-    const __m128 a = _mm_setr_ps(t[q & 255], t[(q >> 8) & 255], t[(q >> 16) & 255], t[(q >> 24) & 255]);
-    const __m128 b = _mm_setr_ps(t[(q >> 32) & 255], t[(q >> 40) & 255], t[(q >> 48) & 255], t[q >> 56]);
+    auto at = [q](int i) { return static_cast<uint32_t>(q >> (8 * lane_elem(P, i))) & 255u; };
+    const __m128 a = _mm_setr_ps(t[at(0)], t[at(1)], t[at(2)], t[at(3)]);
+    const __m128 b = _mm_setr_ps(t[at(4)], t[at(5)], t[at(6)], t[at(7)]);
     o[0] = _mm256_set_m128(b, a);
   }
 };
@@ -115,12 +139,12 @@ struct Byte8 {
 // b = 5..7, 9..16: each of the 8 indices of a group pulled out with scalar shifts at offsets fixed
 // by B, its value loaded into an xmm lane (as Byte8 and the AVX-512 Lookup). vgatherdps, used here
 // before, ran these widths at 0.42-0.53x dense fp32 (4096x4096 GEMV, 1 thread, AMD Zen 5).
-template <int B>
+template <int B, bool P>
 struct Lookup {
   static constexpr int kL = 8;
   const float* table;
   WSQ_T explicit Lookup(const Packed& w) : table(w.table) {}
-  static inline uint32_t at(const uint8_t* g, int i) { return group_index<B>(g, i); }
+  static inline uint32_t at(const uint8_t* g, int i) { return group_index<B>(g, lane_elem(P, i)); }
   WSQ_T void operator()(const uint8_t* g, __m256* o) const {
     const float* t = table;
     const __m128 a = _mm_setr_ps(t[at(g, 0)], t[at(g, 1)], t[at(g, 2)], t[at(g, 3)]);
@@ -129,25 +153,29 @@ struct Lookup {
   }
 };
 
-template <class F>
+// Calls f(decoder) with the decoder for w.bits in lane order P, built once per kernel call.
+template <bool P, class F>
 void visit(const Packed& w, F&& f) {
   switch (w.bits) {
-    case 1: { const Small<1> d(w); f(d); break; }
-    case 2: { const Small<2> d(w); f(d); break; }
-    case 3: { const Small<3> d(w); f(d); break; }
-    case 4: { const Nib4 d(w); f(d); break; }
-    case 5: { const Lookup<5> d(w); f(d); break; }
-    case 6: { const Lookup<6> d(w); f(d); break; }
-    case 7: { const Lookup<7> d(w); f(d); break; }
-    case 8: { const Byte8 d(w); f(d); break; }
-    case 9: { const Lookup<9> d(w); f(d); break; }
-    case 10: { const Lookup<10> d(w); f(d); break; }
-    case 11: { const Lookup<11> d(w); f(d); break; }
-    case 12: { const Lookup<12> d(w); f(d); break; }
-    case 13: { const Lookup<13> d(w); f(d); break; }
-    case 14: { const Lookup<14> d(w); f(d); break; }
-    case 15: { const Lookup<15> d(w); f(d); break; }
-    default: { const Lookup<16> d(w); f(d); break; }
+    case 1: { const Small<1, P> d(w); f(d); break; }
+    case 2: { const Small<2, P> d(w); f(d); break; }
+    case 3: { const Small<3, P> d(w); f(d); break; }
+    case 4: {
+      if constexpr (P) { const Nib4P d(w); f(d); } else { const Tab16 d(w); f(d); }
+      break;
+    }
+    case 5: { const Lookup<5, P> d(w); f(d); break; }
+    case 6: { const Lookup<6, P> d(w); f(d); break; }
+    case 7: { const Lookup<7, P> d(w); f(d); break; }
+    case 8: { const Byte8<P> d(w); f(d); break; }
+    case 9: { const Lookup<9, P> d(w); f(d); break; }
+    case 10: { const Lookup<10, P> d(w); f(d); break; }
+    case 11: { const Lookup<11, P> d(w); f(d); break; }
+    case 12: { const Lookup<12, P> d(w); f(d); break; }
+    case 13: { const Lookup<13, P> d(w); f(d); break; }
+    case 14: { const Lookup<14, P> d(w); f(d); break; }
+    case 15: { const Lookup<15, P> d(w); f(d); break; }
+    default: { const Lookup<16, P> d(w); f(d); break; }
   }
 }
 
@@ -188,8 +216,9 @@ WSQ_T void emit(const D& d, const Packed& w, int64_t e, int64_t cnt, void* out, 
 }
 
 // Fused rows kernel (see lut_avx512.cpp, whose order of operations this follows with 8-lane
-// vectors: the same at every width): 32 weights per step (U groups of kL), K in chunks.
-template <class D, int MB>
+// vectors: the same at every width): 32 weights per step (U groups of kL), K in chunks. P: the
+// decoders emit the permuted lane order and x is the permuted copy (one x row, K % 8 == 0).
+template <class D, int MB, bool P = false>
 WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int64_t K, int64_t n0,
                 int64_t n1, const float* bias, float* y, int64_t ldy) {
   constexpr int A = MB == 1 ? 4 : (MB == 2 ? 2 : 1);
@@ -231,13 +260,22 @@ WSQ_T void rows(const D& dref, const Packed& w, const float* x, int64_t ldx, int
       for (; e < end; e += S) {  // the same vectors from a buffer; masked: no lane past `end` is read
         alignas(32) float buf[S];
         const int64_t rem = std::min<int64_t>(S, end - e);
-        span(d, w, e, rem, buf);
+        if constexpr (P) {  // natural order here (span's scalar edges are), permuted below
+          for (int64_t i = 0; i < rem; ++i) buf[i] = w.table[index_at(w, e + i)];
+        } else {
+          span(d, w, e, rem, buf);
+        }
         const float* xk = x + (e - e0);
         #pragma GCC unroll 16
         for (int j = 0; j < UV; ++j) {
           if (8 * j >= rem) break;
-          const __m256i k = lanes(rem - 8 * j);
-          const __m256 wv = _mm256_maskload_ps(buf + 8 * j, k);
+          __m256i k = lanes(rem - 8 * j);
+          __m256 wv = _mm256_maskload_ps(buf + 8 * j, k);
+          if constexpr (P) {  // lane i: element kPerm8[i], valid where that element is
+            const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+            wv = _mm256_permutevar8x32_ps(wv, perm);
+            k = _mm256_permutevar8x32_epi32(k, perm);
+          }
           #pragma GCC unroll 16
           for (int m = 0; m < MB; ++m)
             acc[m][j % A] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xk + m * ldx + 8 * j, k), acc[m][j % A]);
@@ -323,7 +361,7 @@ void tile(const float* wbuf, int64_t nb, int64_t kc, const float* xk, int64_t ps
 }  // namespace
 
 void dequant_avx2(const Packed& w, int64_t n, void* out, int dt) {
-  visit(w, [&](const auto& d) {
+  visit<false>(w, [&](const auto& d) {
     for_chunks(n, 16384, [&](int64_t e0, int64_t cnt) { emit(d, w, e0, cnt, out, e0, dt); });
   });
 }
@@ -331,7 +369,7 @@ void dequant_avx2(const Packed& w, int64_t n, void* out, int dt) {
 int64_t gather_avx2(const Packed& w, int64_t num_rows, int64_t row_len, const int64_t* rows_,
                     int64_t n_rows, void* out, int dt) {
   int64_t bad = 0;
-  visit(w, [&](const auto& d) {
+  visit<false>(w, [&](const auto& d) {
     bad = gather_driver(num_rows, row_len, rows_, n_rows, out, dt,
                         [&](int64_t e0, int64_t cnt, int64_t off) { emit(d, w, e0, cnt, out, off, dt); });
   });
@@ -340,7 +378,21 @@ int64_t gather_avx2(const Packed& w, int64_t num_rows, int64_t row_len, const in
 
 void matmul_avx2(const Packed& w, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
                  const float* bias, float* y, int64_t ldy) {
-  visit(w, [&](const auto& d) {
+  if (M == 1 && K % 8 == 0) {  // every row starts on an 8-element block: x permuted once
+    // 64-byte aligned, as torch allocates x: from malloc's 16-byte alignment a quarter of the
+    // ymm loads of x crossed a cache line (b = 1, 4096x4096, Zen 5: 0.61 against 0.49 ms)
+    std::vector<float> buf(static_cast<size_t>(K + 16));
+    float* xp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+    for (int64_t k = 0; k < K; ++k) xp[k] = x[(k & ~int64_t{7}) + kPerm8[k & 7]];
+    visit<true>(w, [&](const auto& d) {
+      using D = std::decay_t<decltype(d)>;
+      for_row_ranges(N, N * K, [&](int64_t n0, int64_t n1) {
+        rows<D, 1, true>(d, w, xp, K, K, n0, n1, bias, y, ldy);
+      });
+    });
+    return;
+  }
+  visit<false>(w, [&](const auto& d) {
     if (M <= kFusedMB) {
       for_row_ranges(N, M * N * K, [&](int64_t n0, int64_t n1) {
         rows_any(static_cast<int>(M), d, w, x, ldx, K, n0, n1, bias, y, ldy);
