@@ -38,6 +38,7 @@ from wsq.core.streaming import (
     part_buffer,
     parts_changed,
     set_part,
+    trim_heap,
 )
 from wsq.kernels import ops
 
@@ -105,7 +106,13 @@ class GridResult:
     plan: GridPlan | None = None
     prev: GridResult | None = None  # the result the rate-aware assignment was made against
     rlo: list[int] = field(default_factory=list)  # per tensor: lowest possible step index
-    points: _Points | None = None
+    quantizer: GridQuantizer | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def points(self) -> _Points:
+        # made on access, not stored: a stored _Points referring back to its result made every
+        # result a reference cycle, freed only by the cyclic collector (MBs per candidate)
+        return _Points(self.quantizer, self)
 
     def lookup(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """(hit bool, codebook entry int64; 0 where not hit) of int64 grid points."""
@@ -214,6 +221,22 @@ class GridQuantizer:
         # is probed at the pool's scale instead (its step then only sets its own rounding)
         fallback = self.absmax if self.absmax > 0 else 1.0
         self.std = np.array([v if v > 0 else fallback for v in std])
+        self._bufs: dict[tuple[str, torch.dtype], Tensor] = {}
+
+    def _scratch(self, name: str, n: int, dtype: torch.dtype) -> Tensor:
+        """A (n,) buffer (n <= CHUNK) kept for every tensor, pass and candidate: a pass that
+        allocated its chunk buffers per tensor left freed megabytes interleaved with live ones,
+        which glibc's heap kept resident. :meth:`release` frees them (a few MB)."""
+        b = self._bufs.get((name, dtype))
+        if b is None or b.numel() < n:
+            b = torch.empty(max(n, min(CHUNK, int(self.numel.max()))), dtype=dtype)
+            self._bufs[(name, dtype)] = b
+        return b[:n]
+
+    def release(self) -> None:
+        """Free the scratch buffers and return the heap's free pages to the system."""
+        self._bufs.clear()
+        trim_heap()
 
     def weights(self, i: int) -> Tensor:
         """float32 CPU (numel,) weights of entry i (a view of the parameter when it is one)."""
@@ -274,11 +297,11 @@ class GridQuantizer:
         # chunk buffers are allocated once per tensor: a fresh buffer per chunk costs more in
         # page faults than the arithmetic
         n = min(CHUNK, w_all.numel())
-        qf = torch.empty(n, dtype=torch.float32)
-        cell = torch.empty(n, dtype=jt)
+        qf = self._scratch("q", n, torch.float32)
+        cell = self._scratch("cell", n, jt)
         if prev is not None:
-            g = torch.empty(n, dtype=torch.float32)
-            up = torch.empty(n, dtype=torch.bool)
+            g = self._scratch("g", n, torch.float32)
+            up = self._scratch("up", n, torch.bool)
         for s in range(0, w_all.numel(), CHUNK):
             x = w_all[s : s + CHUNK]
             k = x.numel()
@@ -321,6 +344,7 @@ class GridQuantizer:
             res = self._accumulate(plan, res)
             res.prev.prev = None  # only the last pass's reference is needed to recompute points
         res.bits = _coded_bits(res.per_stream) / float(self.numel.sum())  # the final pass only
+        trim_heap()
         return res
 
     def _accumulate(self, plan: GridPlan, prev: GridResult | None) -> GridResult:
@@ -337,7 +361,7 @@ class GridQuantizer:
             if size <= DENSE_CELLS:  # a dense histogram over the tensor's span: a few MB
                 lc = torch.zeros(size, dtype=torch.int64)
                 ls = torch.zeros(size, dtype=torch.float64)
-                xd = torch.empty(min(CHUNK, int(self.numel[i])), dtype=torch.float64)
+                xd = self._scratch("x64", min(CHUNK, int(self.numel[i])), torch.float64)
                 for x, j in self._chunks(i, res):
                     lc += torch.bincount(j, minlength=size)
                     xk = xd[: x.numel()]
@@ -367,7 +391,7 @@ class GridQuantizer:
             e = entry[torch.searchsorted(at, pts)]
             per_stream[i] = torch.bincount(e, weights=cnt.double(), minlength=n).numpy()
         res.codebook, res.at, res.entry, res.per_stream = codebook, at, entry, per_stream
-        res.points = _Points(self, res)
+        res.quantizer = self
         return res
 
     # ------------------------------------------------------------------ outputs
@@ -389,7 +413,7 @@ class GridQuantizer:
             hit, e = res.lookup(torch.arange(rlo, rhi + 1, dtype=torch.int64) * m)
             ldt = torch.uint8 if bits <= 8 else torch.int16
             local = torch.where(hit, rank[e], 0).to(ldt)
-            buf = torch.empty(min(CHUNK, int(self.numel[i])), dtype=ldt)
+            buf = self._scratch("idx", min(CHUNK, int(self.numel[i])), ldt)
         nbytes = ops.packed_bytes(int(self.numel[i]), bits)
         packed = out(nbytes) if out is not None else None
         if packed is None:
@@ -433,6 +457,7 @@ class GridQuantizer:
         if final:
             compact_parts(work)
         parts_changed(work)
+        trim_heap()
 
     def write(self, res: GridResult, work: torch.nn.Module) -> None:
         """Write the dequantized weights of `res` into `work`'s pooled parameters, in place."""

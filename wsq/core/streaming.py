@@ -12,6 +12,9 @@ whichever source the weights came from (same kernels, same per-tensor order of t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,6 +35,7 @@ __all__ = [
     "part_buffer",
     "compact_parts",
     "parts_changed",
+    "trim_heap",
 ]
 
 _KERNEL_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -177,7 +181,9 @@ def set_part(c: Compressed, i: int, packed: Tensor, table: Tensor) -> None:
 
 def part_buffer(c: Compressed, i: int, nbytes: int) -> Tensor | None:
     """A uint8 (nbytes,) view of the storage tensor i (pool order) of `c` holds its packed
-    indices in, when that storage is large enough (CPU only), else None.
+    indices in, when that storage is large enough, else a new buffer, tensor i's old storage
+    released first (so a growing tensor never holds both: its contents are being rewritten); on
+    other devices than the CPU, None.
 
     A working copy rewritten per candidate then packs each candidate into the bytes the last one
     used instead of allocating and freeing buffers of every size: with glibc's default
@@ -185,9 +191,14 @@ def part_buffer(c: Compressed, i: int, nbytes: int) -> Tensor | None:
     so the process grew with the number of candidates. The storage keeps the largest size a
     candidate needed (never more than the peak already held); :func:`compact_parts` trims it."""
     cur = c._groups[i].packed()
-    store = cur.untyped_storage()
-    if cur.device.type != "cpu" or store.nbytes() < nbytes:
+    if cur.device.type != "cpu":
         return None
+    store = cur.untyped_storage()
+    if store.nbytes() < nbytes:
+        del store
+        with torch.no_grad():
+            cur.set_(torch.empty(0, dtype=cur.dtype))
+        return torch.empty(nbytes, dtype=torch.uint8)
     return torch.empty(0, dtype=torch.uint8).set_(store, 0, (nbytes,))
 
 
@@ -203,3 +214,26 @@ def compact_parts(c: Compressed) -> None:
 def parts_changed(c: Compressed) -> None:
     """Drop what `c` derived from its old parts (codebook, maps, sizes)."""
     c._state.version += 1
+
+
+_TRIM = []  # [malloc_trim or None], looked up once
+
+
+def trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``; elsewhere a
+    no-op). Called once per candidate by the paths that loop over candidates: glibc keeps freed
+    blocks below its (self-raising) mmap threshold in the heap, and up to twice that threshold
+    free at its top, so the previous candidate's and the evaluation's freed buffers (tens of MB
+    at 50M weights) stayed resident through the next candidate. Milliseconds at most per call
+    (tens of microseconds when there is little to return)."""
+    if not _TRIM:
+        fn = None
+        if sys.platform.startswith("linux"):
+            try:
+                fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+                fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+                fn = None
+        _TRIM.append(fn)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)

@@ -137,6 +137,7 @@ def search_grid(model, evaluate, *, variables, pop_size, generations, seed, code
         )  # fmt: skip
     finally:
         bar.close()
+        gq.release()  # the quantizer's scratch: the result keeps gq for compress(i)
     original_bytes, rest_bytes, overhead = sizes
 
     def solution(key, rec: Record) -> Solution:
