@@ -175,7 +175,8 @@ class CandidateEvaluator:
         return lo, hi
 
     def __call__(self, key: tuple[int, ...]) -> Record:
-        from wsq.core.streaming import parts_changed, set_part
+        from wsq.core.grid_quant import CHUNK
+        from wsq.core.streaming import part_buffer, parts_changed, set_part, trim_heap
 
         d = self.space.decode(key)
         k = d["k"]
@@ -194,19 +195,36 @@ class CandidateEvaluator:
         codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
         to_global = torch.cumsum(nonempty.to(torch.int64), 0) - 1
         t1 = time.perf_counter()
-        kbits = ops.bits_for(k)
         for i, e in enumerate(self.pool.entries):
             present = per_counts[i] > 0
             local = (torch.cumsum(present.to(torch.int32), 0, dtype=torch.int32) - 1).clamp_(min=0)
             out_bits = ops.bits_for(int(present.sum()))
-            raw = ops.pack(ops.histogram(self.source.weights(i), k, lo32, scale, indices=True)[2],
-                           kbits)  # fmt: skip
-            dev = raw.device
-            packed = ops.remap_packed(raw, e.numel, kbits, local.to(dev), out_bits)
-            del raw
+            w = self.source.weights(i)
+            dev = w.device
+            local = local.to(dev)
+            # chunk by chunk into the bytes the last candidate used: a whole tensor's raw indices
+            # were the search's largest transient (1-4 bytes per weight of the largest tensor),
+            # and fresh buffers per candidate left glibc's heap growing
+            if dev.type == "cpu":
+                packed = part_buffer(self.work, i, ops.packed_bytes(e.numel, out_bits))
+                if packed is None:
+                    packed = torch.empty(ops.packed_bytes(e.numel, out_bits), dtype=torch.uint8)
+                odt = torch.uint8 if out_bits <= 8 else torch.uint16
+                pos = 0
+                for s in range(0, e.numel, CHUNK):  # CHUNK indices are whole bytes at any width
+                    idx = ops.histogram(w[s : s + CHUNK], k, lo32, scale, indices=True)[2]
+                    b = ops.pack(ops.relabel(idx, local, odt), out_bits)
+                    packed[pos : pos + b.numel()] = b
+                    pos += b.numel()
+            else:  # on the GPU: whole tensors, in device memory
+                kbits = ops.bits_for(k)
+                raw = ops.pack(ops.histogram(w, k, lo32, scale, indices=True)[2], kbits)
+                packed = ops.remap_packed(raw, e.numel, kbits, local, out_bits)
+                del raw
             table = ops.lut_table(codebook[to_global[present]], out_bits).to(dev)
             set_part(self.work, i, packed, table)
         parts_changed(self.work)
+        trim_heap()
         t2 = time.perf_counter()
         with torch.no_grad():
             metric = float(self.evaluate(self.work.model))

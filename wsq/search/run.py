@@ -99,8 +99,10 @@ def _file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: in
     """Bytes of a wsq file beyond index streams, codebook and uncompressed tensors (its header and
     alignment), measured by compressing at one k: it hardly depends on k (a few bytes of JSON)."""
     from wsq.core.compress import compress
+    from wsq.core.streaming import trim_heap
 
     s = compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
+    trim_heap()  # the coders' buffers, freed: not held through the candidates that follow
     streams = s["bits_entropy"] * s["n_weights"] / 8
     return max(0, int(round(s["file_bytes"] - streams - 4 * s["n_bins"] - rest_bytes)))
 
@@ -387,7 +389,9 @@ def search(
     pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
     rest_bytes = _state_bytes(model, pooled_names)
     original_bytes = pooled_bytes + rest_bytes
-    overhead = _file_overhead(model, min(k_max, max(k_min, 64)), pool_options, coder, rest_bytes)
+    # measured at k = 2 (1-bit streams), as the grid search does: the overhead is the header,
+    # and compressing at k = 64 only for it held the model's 6-bit copy (0.2x dense)
+    overhead = _file_overhead(model, 2, pool_options, coder, rest_bytes)
     if executor is None:
         evaluator.space = space
     else:
