@@ -317,14 +317,18 @@ def child(tmp_path_factory):
     if not _linux_hwm():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the RSS high-water mark")
     base = str(tmp_path_factory.mktemp("scale") / "m")
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS="1")
+    # glibc's allocator as users run it (its heap slack is part of what a path costs)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(wsq.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
 
     def run(op: str) -> dict:
+        # load and the checkpoint path still leave decode buffers in glibc's heap (issue 24's
+        # remaining work: they pass with big buffers mmapped, not yet as users run them)
+        slack = {"MALLOC_MMAP_THRESHOLD_": "131072"} if op in ("load", "checkpoint") else {}
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, base, op],
-            capture_output=True, text=True, env=env, timeout=900, cwd=root,
+            capture_output=True, text=True, env={**env, **slack}, timeout=900, cwd=root,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1]) if op != "setup" else {}
@@ -340,7 +344,8 @@ def test_peak_memory_within_bounds(child, op):
         # never the dense model: the compressed model plus a few of the largest tensors
         assert r["peak"] <= r["packed"] + 4 * r["largest"], r
         assert r["peak"] < 0.6 * r["dense"], r
-    elif op == "load":
+    elif op in ("load", "merge"):
+        # merge reads the compressed model only: its result plus a few tensors, never dense-sized
         assert r["peak"] <= r["packed"] + 2 * r["largest"], r
     else:
         # the process holds the dense model; the path adds at most half of it
