@@ -186,3 +186,49 @@ def test_bad_model_and_inplace():
         equalize("not a model", torch.randn(1))
     with pytest.raises(TypeError, match="inplace"):
         equalize(ConvNet().eval(), torch.randn(1, 3, 4, 4), inplace=1)
+
+
+def test_correct_bias_removes_the_mean_shift_and_is_saved(tmp_path):
+    from wsq.core.equalize import correct_bias
+
+    model = _spread(_randomize_bn(ConvNet()))
+    x = torch.randn(64, 3, 8, 8) + 0.5  # a non-zero input mean: dW x has a mean to remove
+    eq, _ = equalize(model, x[:1])
+    c = wsq.compress(eq, 12)
+    kl = wsq.metrics.kl(eq, x)
+    before = kl(c.model)
+    info = correct_bias(c.model, eq, x)
+    assert ("conv", "bn") in info["layers"] and ("head", "bias") in info["layers"]
+    assert info["largest"] > 0
+    assert kl(c.model) > before  # -KL: closer to the reference
+    # the head's own shift (its quantized weights on the inputs they receive) is (nearly) gone
+    from wsq.core.equalize import _own_shifts
+
+    c2 = wsq.compress(eq, 12)
+    first = float(_own_shifts(c2.model, eq, ["head"], x, 64)["head"].abs().max())
+    left = float(_own_shifts(c.model, eq, ["head"], x, 64)["head"].abs().max())
+    assert left < first / 5
+    with pytest.raises(ValueError, match="passes"):
+        correct_bias(c.model, eq, x, passes=0)
+    path = os.path.join(tmp_path, "b.wsq")
+    wsq.save(c, path)
+    back = wsq.load(path, ConvNet().eval())  # the corrected BatchNorm means and bias are in it
+    with torch.no_grad():
+        assert torch.allclose(back.model(x), c.model(x), atol=1e-5)
+
+
+def test_tune_equalized_meets_the_tolerance():
+    model = _spread(_randomize_bn(ConvNet()))
+    x = torch.randn(32, 3, 8, 8)
+    evaluate = wsq.metrics.kl(model, x)
+    c = wsq.tune_equalized(model, evaluate, x, tolerance=0.02, iters=4)
+    info = c.tune_info
+    assert info["metric"] >= -0.02 and evaluate(c.model) >= -0.02
+    assert len(info["equalize"]["pairs"]) == 4 and info["bias"]["layers"]
+    assert info["evaluations"] == 1 + 5 + 4  # baseline, one probe per pooled tensor, the tuning
+    with pytest.raises(ValueError, match="tolerance"):
+        wsq.tune_equalized(model, evaluate, x, tolerance=-1)
+    with pytest.raises(ValueError, match="inputs"):
+        wsq.tune_equalized(model, evaluate, x[:0], tolerance=0.1)
+    with pytest.raises(TypeError, match="bias"):
+        wsq.tune_equalized(model, evaluate, x, tolerance=0.1, bias=1)

@@ -11,7 +11,7 @@ from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native mod
 from wsq._info import __version__, info
 from wsq.core.binning import Binning, uniform_bins
 from wsq.core.compress import Compressed, compress
-from wsq.core.equalize import equalize
+from wsq.core.equalize import correct_bias, equalize, tune_equalized
 from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.core.tables import lloyd_tables
@@ -44,6 +44,8 @@ __all__ = [
     "tune",
     "lloyd_tables",
     "equalize",
+    "correct_bias",
+    "tune_equalized",
 ]
 
 

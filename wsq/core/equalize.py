@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["find_pairs", "equalize", "EqualizeInfo"]
+__all__ = ["find_pairs", "equalize", "EqualizeInfo", "correct_bias", "tune_equalized"]
 
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_LAYERS = (*_CONVS, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _STATS = ("max", "std")
 
@@ -269,3 +272,222 @@ def _verified(model, inputs, pairs, left, ref, rtol, seed):
             left = left + [(p[0], f"its output is also used elsewhere (rescaling moved the "
                                   f"outputs by {dp:.2g})")]  # fmt: skip
     return keep, left, worst
+
+
+# ----------------------------------------------------------------------------- bias correction
+
+
+def _own_shifts(model: nn.Module, reference: nn.Module, names: list[str], inputs, batch: int):
+    """Per named layer, the mean per output channel (float64) of what its quantized weights add
+    to its output on the inputs it actually receives in `model`: the layer's output minus the
+    reference layer's output on the same input (errors from the layers before it excluded)."""
+    mods, ref_mods = dict(model.named_modules()), dict(reference.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    seen = {"n": 0}
+
+    def hook(name):
+        def f(mod, args, out):
+            d = (out.detach() - ref_mods[name](*args).detach()).double()
+            d = d.movedim(1, -1) if isinstance(mod, _CONVS) else d
+            sums[name] = sums.get(name, 0) + d.reshape(-1, d.shape[-1]).mean(0) * d.shape[0]
+
+        return f
+
+    hooks = [mods[n].register_forward_hook(hook(n)) for n in names]
+    flags = {m: m.training for m in model.modules()}
+    rflags = {m: m.training for m in reference.modules()}
+    try:
+        model.eval()
+        reference.eval()
+        with torch.no_grad():
+            for i in range(0, inputs.shape[0], batch):
+                x = inputs[i : i + batch]
+                _call(model, x)
+                seen["n"] += x.shape[0]
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, t in (*flags.items(), *rflags.items()):
+            m.training = t
+    return {n: v / seen["n"] for n, v in sums.items()}
+
+
+def correct_bias(
+    model: nn.Module,
+    reference: nn.Module,
+    inputs: Tensor,
+    *,
+    passes: int = 2,
+    batch: int = 32,
+) -> dict:
+    """Remove the mean output shift that quantization adds to each channel, for free.
+
+    A quantized layer's output is off by ``dW x``, whose mean over data is a per-channel constant
+    delta_c (Nagel et al.'s bias correction). A BatchNorm after the layer absorbs it exactly
+    (``running_mean_c += delta_c``), a layer's own bias likewise (``bias_c -= delta_c``); both are
+    ordinary 1-D entries that a wsq file stores as they are, so nothing is added at run time.
+    delta_c is measured in one pass over `inputs` (any representative sample, no labels: the
+    decision data): each layer of `model` and its twin in `reference` (the unquantized model with
+    the same module names) are run on the SAME input, the one the layer receives in `model`, so
+    each shift is the layer's own and no error is corrected twice. Correcting the layers before
+    it changes that input a little: `passes` rounds measure again with the corrections in place.
+
+    Args:
+        model: the compressed model (e.g. ``Compressed.model``), changed in place.
+        reference: the model before quantization (e.g. the equalized fp32 model), unchanged.
+        inputs: a tensor of inputs, split along dim 0 into batches of `batch`.
+
+    Returns:
+        {"layers": [(layer name, the BatchNorm's name or "bias")], "largest": the largest change
+        the last pass made, in the layers' output units}.
+    """
+    if not isinstance(model, nn.Module) or not isinstance(reference, nn.Module):
+        raise TypeError("model and reference must be torch.nn.Modules")
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError("inputs must be a tensor with at least one sample along dim 0")
+    for name, v in (("passes", passes), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    pairs, _ = find_pairs(model, inputs[:1])
+    bn_of = dict(pairs)
+    mods = dict(model.named_modules())
+    ref_mods = dict(reference.named_modules())
+    targets = []
+    for n, m in mods.items():
+        if not isinstance(m, _LAYERS) or not isinstance(ref_mods.get(n), _LAYERS):
+            continue
+        if n in bn_of:
+            targets.append((n, bn_of[n]))
+        elif getattr(m, "bias", None) is not None and isinstance(m.bias, torch.Tensor):
+            targets.append((n, "bias"))
+    names = [n for n, _ in targets]
+    base = {w: mods[w].running_mean.detach().clone() for _, w in targets if w != "bias"}
+    largest = 0.0
+    for _ in range(passes):
+        # a BatchNorm's correction leaves its layer's own output as it was: the shift measured
+        # again is the whole shift (set base + delta); a bias is inside the layer's output: the
+        # shift measured again is what is left (subtract it)
+        shifts = _own_shifts(model, reference, names, inputs, batch)
+        largest = 0.0
+        with torch.no_grad():
+            for n, where in targets:
+                d = shifts.get(n)
+                if d is None:
+                    continue
+                if where == "bias":
+                    largest = max(largest, float(d.abs().max()))
+                    mods[n].bias.sub_(d.to(mods[n].bias))
+                else:
+                    rm = mods[where].running_mean
+                    largest = max(largest, float((base[where] + d.to(rm) - rm).abs().max()))
+                    rm.copy_(base[where] + d.to(rm))
+    return {"layers": targets, "largest": largest}
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def tune_equalized(
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], float],
+    inputs: Tensor,
+    *,
+    tolerance: float,
+    probe: Callable[[nn.Module], float] | None = None,
+    stat: str = "std",
+    bias: bool = True,
+    rd: float = 1.0,
+    iters: int = 8,
+    baseline: float | None = None,
+    sensitivities=None,
+    start_scale: float | None = None,
+):
+    """wsq's grid method on an equalized model, with bias correction: ONE shared codebook for a CNN.
+
+    1. :func:`equalize` folds every output channel's range into the BatchNorm after it (`stat`:
+       "std" gives every folded channel the same root mean square, so one step costs every
+       channel the same relative error; the classifier and other unfolded layers keep theirs);
+    2. the grid method's per-tensor steps on the one shared grid (wsq.grid: probe each tensor's
+       sensitivity once with `probe`, allocate ``step_t = c sqrt(n_t / s_t)``);
+    3. for each candidate scale c, :func:`correct_bias` moves each BatchNorm's running mean (or the
+       layer's bias) by the mean shift the quantized weights add, measured on `inputs`;
+    4. c is the largest that keeps ``evaluate >= baseline - tolerance`` (bracket, then bisect).
+
+    Everything added lives in the model's own BatchNorm and bias entries, which a wsq file stores
+    as it stores every 1-D tensor: the format is unchanged and the LUT layers run as they do.
+
+    Args:
+        model: the fp32 model (not modified), BatchNorms in eval mode.
+        evaluate: ``evaluate(model) -> float``, higher is better (decides the scale).
+        inputs: decision inputs (a tensor, dim 0 the samples): the equalization's example (the
+            first two) and the bias correction's sample.
+        tolerance: allowed drop below ``evaluate(model)``.
+        probe: a smooth proxy for the sensitivities (e.g. wsq.metrics.kl on a few inputs).
+        stat, bias, rd, iters: see above; rd is the grid's rate-aware rounding strength.
+        baseline, sensitivities, start_scale: skip work already done (as wsq.tune).
+
+    Returns:
+        wsq.Compressed whose ``tune_info`` holds baseline, metric, scale, plan, trace,
+        sensitivities, evaluations, seconds, and ``equalize`` (the EqualizeInfo) and ``bias``
+        (what correct_bias did for the chosen candidate).
+    """
+    import time
+
+    from wsq.core import grid
+
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    if probe is not None and not callable(probe):
+        raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError("inputs must be a tensor with at least one sample along dim 0")
+    tolerance = grid._number("tolerance", tolerance)
+    rd = grid._number("rd", rd)
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    t_all = time.perf_counter()
+    eq, einfo = equalize(model, inputs[:2], stat=stat)
+    base = grid.score(evaluate, model) if baseline is None else float(baseline)
+    base = grid._finite_baseline(base, "evaluate")
+    gq = grid.GridQuantizer(eq)
+    evals = int(baseline is None)
+    if sensitivities is None:
+        pr = probe or evaluate
+        pbase = (
+            base if pr is evaluate else grid._finite_baseline(grid.score(pr, eq, "probe"), "probe")
+        )
+        sensitivities = grid.probe_sensitivity(gq, pr, pbase)
+        evals += len(gq.entries) + (pr is not evaluate)
+    sens = np.asarray(sensitivities, dtype=np.float64)
+    if sens.shape != (len(gq.entries),):
+        raise ValueError(f"sensitivities must have shape ({len(gq.entries)},), got {sens.shape}")
+
+    def make(scale: float):
+        plan = grid.plan_for(grid.allocate(gq.numel, sens, scale), rd=rd)
+        try:
+            c = gq.compress(gq.quantize(plan))
+        except ValueError:  # too fine a grid: fails like a bad score
+            return -math.inf, None
+        binfo = correct_bias(c.model, eq, inputs) if bias else None
+        c.bias_info = binfo
+        return grid.score(evaluate, c.model), c
+
+    if start_scale is None:
+        start_scale = math.sqrt(0.01 / max(1.0, float(gq.numel.sum())))
+    scale, c, trace = grid.tune_scale(make, base - tolerance, start_scale, iters=iters)
+    evals += len(trace)
+    if c is None:
+        tried = [(float(f"{s:.4g}"), float(f"{m:.6g}")) for s, m in trace]
+        raise ValueError(
+            f"evaluate never reached baseline - tolerance = {base} - {tolerance} = "
+            f"{base - tolerance} (tried (scale, metric): {tried}); raise tolerance or iters"
+        )
+    c.tune_info = {
+        "baseline": base, "tolerance": tolerance, "rd": rd, "scale": scale,
+        "metric": max(m for s, m in trace if s == scale), "trace": trace,
+        "sensitivities": sens, "evaluations": evals, "equalize": einfo, "bias": c.bias_info,
+        "stat": stat, "seconds": time.perf_counter() - t_all,
+    }  # fmt: skip
+    return c
