@@ -352,6 +352,25 @@ def test_peak_memory_within_bounds(child, op):
         assert r["peak"] <= 0.5 * r["dense"], r
 
 
+def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
+    from wsq.search import grid as sgrid
+
+    m = _model()
+    gq = wsq.grid.GridQuantizer(m)
+    space = sgrid.GridSpace(("scale",), 0.05, 1.0)
+    runner = sgrid.GridCandidates(gq, [1.0] * len(gq.entries), space, lambda model: 2.0, "auto")
+    dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
+    assert runner.work_budget == pytest.approx(sgrid.WORK_FRACTION * dense)
+    key = (0,)
+    need = runner.work_bytes(gq.quantize(runner.plan(key)))
+    runner.work_budget = need - 1  # one byte short: refused, nothing packed, never evaluated
+    rec = runner(key)
+    assert rec.metric != rec.metric and rec.bits == 32.0 and runner.work is None
+    runner.work_budget = need
+    rec = runner(key)
+    assert rec.metric == 2.0 and sum(g.packed().numel() for g in runner.work._groups) == need
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 

@@ -11,7 +11,9 @@ encoded as integers so the search shares the uniform method's NSGA-II driver, ca
 
 Each candidate is quantized on the shared grid, packed into ONE compressed working copy in place
 (each tensor at the width of its values: no dense copy of the model) and scored;
-its bits are the coded index streams from the per-stream histograms (no file is written). The
+its bits are the coded index streams from the per-stream histograms (no file is written). A
+candidate whose working copy would exceed WORK_FRACTION of the dense pooled bytes is reported as
+too fine (NaN metric, like a grid beyond 2**16 points), so the search stays within 1.5x dense. The
 search runs in this process (no executor, no checkpoint: a grid search is tens to a few hundred
 evaluations after the probe).
 """
@@ -23,8 +25,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from wsq.core import grid as wgrid
+from wsq.kernels import ops
 from wsq.search.driver import _Driver, nsga2_loop
 from wsq.search.problem import Record, coded_bits
 from wsq.search.result import SearchResult, Solution, pareto_front
@@ -65,6 +69,13 @@ class GridSpace:
         return {"scale": self.scale0 * 2.0 ** (d["scale"] / SCALE_PER_OCTAVE), "rd": rd}
 
 
+# The working copy may hold at most this fraction of the pooled tensors' dense bytes: the search
+# then stays within 1.5x the dense model (which it holds) with room for its buffers. Finer
+# candidates (about 13+ bits per weight in memory at float32) are reported as too fine, as grids
+# beyond a codebook's 2**16 points are.
+WORK_FRACTION = 0.4
+
+
 class GridCandidates:
     """Evaluates grid candidates on one working copy (the runner interface of wsq.search)."""
 
@@ -73,6 +84,15 @@ class GridCandidates:
     def __init__(self, gq, sens, space: GridSpace, evaluate, coder: str) -> None:
         self.gq, self.sens, self.space, self.evaluate, self.coder = gq, sens, space, evaluate, coder
         self.work = None  # the one working copy: a wsq.Compressed rewritten in place
+        dense = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in gq.entries)
+        self.work_budget = WORK_FRACTION * dense
+
+    def work_bytes(self, res) -> int:
+        """Bytes the working copy's packed indices need for `res` (each tensor at its width)."""
+        return sum(
+            ops.packed_bytes(int(n), ops.bits_for(int(np.count_nonzero(c))))
+            for n, c in zip(self.gq.numel, res.per_stream, strict=True)
+        )
 
     def plan(self, key: tuple[int, ...]) -> wgrid.GridPlan:
         d = self.space.decode(key)
@@ -83,6 +103,8 @@ class GridCandidates:
         try:
             res = self.gq.quantize(self.plan(key))
         except ValueError:  # a grid too fine to store (span or 2**16 codebook limit)
+            return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
+        if self.work_bytes(res) > self.work_budget:  # too fine to hold within memory
             return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
         bits = res.bits if self.coder == "auto" else coded_bits(res.per_stream, self.coder)
         t1 = time.perf_counter()
