@@ -363,10 +363,11 @@ def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
     assert runner.work_budget == pytest.approx(sgrid.WORK_FRACTION * dense)
     key = (0,)
     need = runner.work_bytes(gq.quantize(runner.plan(key)))
+    assert runner.plan_bytes(runner.plan(key)) >= need  # the bound known before quantizing
     runner.work_budget = need - 1  # one byte short: refused, nothing packed, never evaluated
     rec = runner(key)
     assert rec.metric != rec.metric and rec.bits == 32.0 and runner.work is None
-    runner.work_budget = need
+    runner.work_budget = runner.plan_bytes(runner.plan(key))
     rec = runner(key)
     assert rec.metric == 2.0 and sum(g.packed().numel() for g in runner.work._groups) == need
 

@@ -12,7 +12,7 @@ encoded as integers so the search shares the uniform method's NSGA-II driver, ca
 Each candidate is quantized on the shared grid, packed into ONE compressed working copy in place
 (each tensor at the width of its values: no dense copy of the model) and scored;
 its bits are the coded index streams from the per-stream histograms (no file is written). A
-candidate whose working copy would exceed WORK_FRACTION of the dense pooled bytes is reported as
+candidate whose working copy would exceed WORK_FRACTION (0.3) of the dense pooled bytes is reported as
 too fine (NaN metric, like a grid beyond 2**16 points), so the search stays within 1.5x dense. The
 search runs in this process (no executor, no checkpoint: a grid search is tens to a few hundred
 evaluations after the probe).
@@ -70,10 +70,11 @@ class GridSpace:
 
 
 # The working copy may hold at most this fraction of the pooled tensors' dense bytes: the search
-# then stays within 1.5x the dense model (which it holds) with room for its buffers. Finer
-# candidates (about 13+ bits per weight in memory at float32) are reported as too fine, as grids
-# beyond a codebook's 2**16 points are.
-WORK_FRACTION = 0.4
+# then stays within 1.5x the dense model (which it holds) with room for a fine candidate's
+# quantization (its per-tensor histograms over the codebook: tens of MB at 2**15 points).
+# Finer candidates (about 10+ bits per weight in memory at float32) are reported as too fine, as
+# grids beyond a codebook's 2**16 points are.
+WORK_FRACTION = 0.3
 
 
 class GridCandidates:
@@ -86,6 +87,15 @@ class GridCandidates:
         self.work = None  # the one working copy: a wsq.Compressed rewritten in place
         dense = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in gq.entries)
         self.work_budget = WORK_FRACTION * dense
+
+    def plan_bytes(self, plan: wgrid.GridPlan) -> int:
+        """An upper bound of :meth:`work_bytes` known before quantizing: each tensor at the width
+        of every point its range spans."""
+        total = 0
+        for i, n in enumerate(self.gq.numel):
+            lo, hi = self.gq._bounds(i, plan)
+            total += ops.packed_bytes(int(n), ops.bits_for(min(hi - lo + 1, wgrid.MAX_POINTS)))
+        return total
 
     def work_bytes(self, res) -> int:
         """Bytes the working copy's packed indices need for `res` (each tensor at its width)."""
@@ -100,11 +110,14 @@ class GridCandidates:
 
     def __call__(self, key: tuple[int, ...]) -> Record:
         t0 = time.perf_counter()
+        plan = self.plan(key)
         try:
-            res = self.gq.quantize(self.plan(key))
-        except ValueError:  # a grid too fine to store (span or 2**16 codebook limit)
-            return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
-        if self.work_bytes(res) > self.work_budget:  # too fine to hold within memory
+            if self.plan_bytes(plan) > self.work_budget:  # too fine to hold within memory
+                raise ValueError
+            res = self.gq.quantize(plan)
+            if self.work_bytes(res) > self.work_budget:
+                raise ValueError
+        except ValueError:  # a grid too fine to store (span or 2**16 codebook limit, or memory)
             return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
         bits = res.bits if self.coder == "auto" else coded_bits(res.per_stream, self.coder)
         t1 = time.perf_counter()
