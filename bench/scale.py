@@ -8,7 +8,11 @@ resident-set high-water mark (VmHWM, through /proc/self/clear_refs) and runs the
 
 Paths: ``compress`` (wsq.compress(model, 256)); ``tune`` (wsq.tune(model, evaluate,
 tolerance=0.01); evaluate = the mean over 16 tokens of the cosine between the logits of one
-16-token forward and the original model's); ``save`` (the k=256 model, the dense one deleted
+16-token forward and the original model's); ``search`` and ``search_grid`` (wsq.search with
+method "uniform", k in 2..1024 (the default), or "grid"; NSGA-II, population 6, 2 generations: memory does not
+depend on the number of candidates); ``merge`` (wsq.merge of the k=256 model, tolerance 0.01,
+baseline given, at most 40 evaluations; the dense model deleted first, as merge never reads
+it); ``save`` (the k=256 model, the dense one deleted
 first); ``load`` (wsq.load into a template built under wsq.empty_parameters()); ``checkpoint``
 (wsq.compress_checkpoint from the dense model saved as one safetensors file, into a template on
 the meta device, writing the .wsq file). Setup per size (not timed): the safetensors file and the
@@ -19,7 +23,8 @@ dense model included for compress and tune); ``peak/dense`` against the dense fp
 issue's bound being 1.5x; ``extra`` = VmHWM minus the resident size once the inputs are built
 (the path's own growth); for the checkpoint path ``bound`` is the compressed model + 1 GiB.
 
-Usage: python bench/scale.py [--sizes 50m,220m,1b] [--paths compress,tune,save,load,checkpoint]
+Usage: python bench/scale.py [--sizes 50m,220m,1b]
+       [--paths compress,tune,search,search_grid,merge,save,load,checkpoint]
        [--workdir DIR] [--json PATH] [--tune-iters N] [--timeout S]
 Linux only (/proc). Run from the repository root with PYTHONPATH=. after .ci/dev_build.sh.
 """
@@ -45,8 +50,10 @@ SIZES = {  # LlamaConfig keyword arguments; vocab 32000, untied embeddings
     ),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
 }
-PATHS = ("compress", "tune", "save", "load", "checkpoint")
+PATHS = ("compress", "tune", "search", "search_grid", "merge", "save", "load", "checkpoint")
 GIB = 1 << 30
+SEARCH_POP, SEARCH_GENS = 6, 2  # wsq.search: at most 12 candidates (memory does not grow with them)
+MERGE_EVALS = 40
 
 
 def _status(field: str) -> int:
@@ -145,6 +152,40 @@ def _run(size: str, path: str, workdir: str, tune_iters: int) -> dict:
             return c
 
         return {"_inputs": model, "_fn": fn, "_out": out}
+    if path in ("search", "search_grid"):
+        model = _build(size)
+        ev = _evaluator(model, model.config.vocab_size)
+        if path == "search":  # the paper's method: k only
+            kw = dict(pop_size=SEARCH_POP, generations=SEARCH_GENS)  # k in 2..1024
+        else:
+            kw = dict(method="grid", pop_size=SEARCH_POP, generations=SEARCH_GENS)
+
+        def fn():
+            r = wsq.search(model, ev, progress=False, **kw)
+            t = r.timings
+            n = len(r.history)
+            out.update(candidates=n, own_s_per_candidate=(t["hist_ms"] + t["write_ms"]) / 1e3,
+                       eval_s_per_candidate=t["eval_ms"] / 1e3, probe_s=t.get("probe_s", 0.0))  # fmt: skip
+            out["own_s_per_candidate_per_gweight"] = out["own_s_per_candidate"] / (
+                sum(e.numel for e in wsq.core.pool.collect_pool(model).entries) / 1e9
+            )
+            return r
+
+        return {"_inputs": model, "_fn": fn, "_out": out}
+    if path == "merge":  # a compressed model and the baseline: the dense model is not needed
+        model = _build(size)
+        ev = _evaluator(model, model.config.vocab_size)
+        c = wsq.compress(model, 256)
+        del model
+        gc.collect()
+
+        def fn():
+            m = wsq.merge(c, ev, tolerance=0.01, baseline=1.0, max_evals=MERGE_EVALS)
+            out.update(evaluations=m.merge_info["evaluations"], n_before=m.merge_info["n_before"],
+                       n_after=m.merge_info["n_after"])  # fmt: skip
+            return m
+
+        return {"_inputs": c, "_fn": fn, "_out": out}
     if path == "save":
         c = wsq.compress(_build(size), 256)
         gc.collect()
@@ -212,6 +253,12 @@ def _row(r: dict) -> str:
     else:
         bound = f"<= 1.5x: {'yes' if ratio <= 1.5 else 'NO'}"
     per = ""
+    if r["path"] in ("search", "search_grid"):
+        per = (f"own {r['own_s_per_candidate']:.2f} s/cand "
+               f"({r['own_s_per_candidate_per_gweight']:.1f} s/cand/Gw), "
+               f"eval {r['eval_s_per_candidate']:.2f} s/cand, {r['candidates']} cands")  # fmt: skip
+    if r["path"] == "merge":
+        per = f"{r['evaluations']} evals, {r['n_before']} -> {r['n_after']} entries"
     if r["path"] == "tune":
         per = (f"own {r['own_s_per_candidate']:.1f} s/cand "
                f"({r['own_s_per_candidate_per_gweight']:.1f} s/cand/Gw), "
