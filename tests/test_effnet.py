@@ -98,3 +98,25 @@ def test_equalize_real_cnn_function_unchanged(model):
     dw = w.reshape(w.shape[0], -1).abs().amax(1)
     dw = dw[dw > 0]  # a dead (all-zero) channel keeps its zeros
     assert torch.allclose(dw, torch.full_like(dw, info["target"]), rtol=1e-5)
+
+
+@pytest.mark.slow
+@needs_cnn
+def test_cli_compress_effnet_grid_with_bias_correction(tmp_path, monkeypatch, capsys):
+    """`wsq compress effnet` end to end on a few small crops: the grid rows include the
+    bias-corrected one, and the kept file reloads into the architecture within the tolerance."""
+    import functools
+    import json
+
+    from wsq import cli
+
+    monkeypatch.setattr(effnet, "spec", functools.partial(effnet.spec, 4, 4, size=64))
+    out = tmp_path / "o"
+    rc = cli.main(["compress", "effnet", "--method", "grid", "--grid-iters", "2",
+                   "--tolerance", "0.5", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    labels = [g["label"] for g in summary["grid"]]
+    assert "Grid steps + rate-aware + bias" in labels
+    assert summary["chosen"]["val_reloaded"] >= 0.5
+    assert os.path.getsize(out / "model.wsq") < summary["chosen"]["original_bytes"]

@@ -189,15 +189,25 @@ def _grid(spec, opts, ctx, say) -> dict:
     sens = grid.probe_sensitivity(gq, probe, pbase)
     say(f"grid: probed {len(sens)} tensors in {time.perf_counter() - t0:.1f} s")
     items, notes, start = [], [], None
-    for rd in (0.0, 1.0):
-        label = "Grid steps" + (" + rate-aware" if rd else "")
+    bias_inputs = getattr(spec, "bias_inputs", None)
+    variants = [("Grid steps", 0.0), ("Grid steps + rate-aware", 1.0)]
+    if bias_inputs is not None:  # a CNN spec: the grid again, with bias correction per candidate
+        variants.append(("Grid steps + rate-aware + bias", 1.0))
+    for label, rd in variants:
         try:
-            c = wsq.tune(
-                spec.model, ctx["evaluate"], tolerance=opts["tolerance"], rd=rd,
-                margin=opts.get("margin", 0.0), baseline=ctx["base_val"], sensitivities=sens,
-                quantizer=gq,
-                iters=opts["grid_iters"], start_scale=start,
-            )  # fmt: skip
+            if label.endswith("+ bias"):
+                c = wsq.tune_equalized(
+                    spec.model, ctx["evaluate"], bias_inputs, rd=rd, baseline=ctx["base_val"],
+                    tolerance=opts["tolerance"] - opts.get("margin", 0.0), sensitivities=sens,
+                    iters=opts["grid_iters"], start_scale=start,
+                )  # fmt: skip
+            else:
+                c = wsq.tune(
+                    spec.model, ctx["evaluate"], tolerance=opts["tolerance"], rd=rd,
+                    margin=opts.get("margin", 0.0), baseline=ctx["base_val"], sensitivities=sens,
+                    quantizer=gq,
+                    iters=opts["grid_iters"], start_scale=start,
+                )  # fmt: skip
         except ValueError as e:
             notes.append(f"{label}: {e}")
             say(f"grid: {label}: {e}")

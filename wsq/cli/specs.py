@@ -92,6 +92,8 @@ class Spec:
         self.name, self.model, self.metric = name, model, metric
         self.evaluate, self.test = evaluate, test
         self.probe = probe  # a smooth proxy for the grid method's sensitivities (None: evaluate)
+        # decision inputs for wsq.correct_bias (a CNN with BatchNorms); None: no bias correction
+        self.bias_inputs = None
 
 
 def _digits_spec(seed: int, metric: str, say: Callable[[str], None]) -> Spec:
@@ -156,10 +158,12 @@ def _effnet_spec(say: Callable[[str], None]) -> Spec:
     model, val, test, probe, inputs = _effnet.spec()
     # per-channel ranges folded into the BatchNorms (the same function): the methods then see
     # every channel at one range; the file stores the folded BatchNorm values
-    model, info = equalize(model, inputs[:2])
+    model, info = equalize(model, inputs[:2], stat="std")
     say(f"effnet: EfficientNet-Lite0, {len(info['pairs'])} conv layers equalized into their "
         f"BatchNorm (outputs unchanged to {info['check']:.1g})")  # fmt: skip
-    return Spec("effnet", model, val, test, "agreement", probe=probe)
+    spec = Spec("effnet", model, val, test, "agreement", probe=probe)
+    spec.bias_inputs = inputs  # the grid also runs with bias correction (wsq.tune_equalized)
+    return spec
 
 
 def _import_spec(spec: str) -> Callable:

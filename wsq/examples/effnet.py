@@ -209,15 +209,15 @@ def photos(names: tuple[str, ...], n: int, *, seed: int = 0, size: int = 224) ->
     return out
 
 
-def spec(n_decision: int = 64, n_report: int = 256, seed: int = 0):
+def spec(n_decision: int = 64, n_report: int = 256, seed: int = 0, size: int = 224):
     """(model, evaluate, test, probe, inputs): top-1 agreement with the fp32 model on decision
     crops (evaluate) and on held-out crops of other images (test), -KL to the fp32 model on the
     decision crops (probe, the grid method's smooth proxy), and the decision crops themselves."""
     from wsq import metrics
 
     model, _ = load()
-    val_x = photos(DECISION_IMAGES, n_decision, seed=seed)
-    test_x = photos(REPORT_IMAGES, n_report, seed=seed + 1)
+    val_x = photos(DECISION_IMAGES, n_decision, seed=seed, size=size)
+    test_x = photos(REPORT_IMAGES, n_report, seed=seed + 1, size=size)
     val = metrics.agreement(model, val_x, batch_size=32)
     test = metrics.agreement(model, test_x, batch_size=32)
     probe = metrics.kl(model, val_x, batch_size=32)
