@@ -368,12 +368,15 @@ def goals(rows: list[dict]) -> list[tuple[str, bool, str]]:
 
 
 def ahead(rows: list[dict]) -> list[str]:
-    """Every peer that beats every wsq row at no more bits (in memory, then in the file)."""
+    """Every peer that beats every wsq row at no more bits (in memory, then in the file); a
+    difference below 0.00005 perplexity is a tie, not a lead."""
     out = []
     for key, what in (("bits_memory", "in memory"), ("bits_file", "in the file")):
         for p in [r for r in rows if r["family"] == "peer"]:
             w = _best(rows, "wsq", p[key], key)
-            if w is None or w["test_ppl"] > p["test_ppl"]:
+            # equal to the page's 4 decimals is a tie (the same values held as float32 in a
+            # table gathered from the shared codebook or in the peer's own table)
+            if w is None or w["test_ppl"] > p["test_ppl"] + 5e-5:
                 out.append(
                     f"{what}: {p['method']} ({p[key]:.3f} bits/w, held-out {p['test_ppl']:.4f}) is "
                     "ahead of every wsq row at no more bits"
@@ -499,8 +502,8 @@ def plot(path: str, rows: list[dict]) -> None:
             ax.axhline(fp * f, color="grey", lw=0.8, ls=ls)
         ax.set_xlabel(f"bits per pooled weight ({name})")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out perplexity per byte (lines: fp32, +1%, +5%)")
-    axes[0].set_ylim(fp * 0.995, fp * 1.12)
+    axes[0].set_ylabel("held-out perplexity per byte (lines: fp32, +1%)")
+    axes[0].set_ylim(fp * 0.995, fp * 1.03)  # the +5% line and worse rows fall off the top
     axes[0].legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
