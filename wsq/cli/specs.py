@@ -56,14 +56,14 @@ _SPEC_DEFAULTS = {
         "merge_top": 1,
         "merge_evals": 60,
     },
-    # top-1 agreement with the fp32 EfficientNet-Lite0 on 64 decision crops (one crop is 0.016);
-    # each evaluation runs 64 224x224 images (seconds on 2 cores)
+    # top-1 agreement with the fp32 EfficientNet-Lite0 on 64 decision crops (one crop is 0.016;
+    # 0.02 is out of the grid's reach on these crops); each evaluation runs 64 224x224 images
     "effnet": {
         "k_min": 64,
         "k_max": 1024,
         "pop": 8,
         "gens": 4,
-        "tolerance": 0.02,
+        "tolerance": 0.05,
         "merge_top": 1,
         "merge_evals": 30,
     },
