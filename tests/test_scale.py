@@ -353,6 +353,7 @@ def test_peak_memory_within_bounds(child, op):
 
 
 def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
+    from wsq.core import grid_quant
     from wsq.search import grid as sgrid
 
     m = _model()
@@ -360,16 +361,39 @@ def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
     space = sgrid.GridSpace(("scale",), 0.05, 1.0)
     runner = sgrid.GridCandidates(gq, [1.0] * len(gq.entries), space, lambda model: 2.0, "auto")
     dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
-    assert runner.work_budget == pytest.approx(sgrid.WORK_FRACTION * dense)
+    assert runner.work_budget == pytest.approx(grid_quant.WORK_FRACTION * dense)
     key = (0,)
-    need = runner.work_bytes(gq.quantize(runner.plan(key)))
-    assert runner.plan_bytes(runner.plan(key)) >= need  # the bound known before quantizing
+    need = gq.work_bytes(gq.quantize(runner.plan(key)))
+    assert gq.plan_bytes(runner.plan(key)) >= need  # the bound known before quantizing
     runner.work_budget = need - 1  # one byte short: refused, nothing packed, never evaluated
     rec = runner(key)
     assert rec.metric != rec.metric and rec.bits == 32.0 and runner.work is None
-    runner.work_budget = runner.plan_bytes(runner.plan(key))
+    runner.work_budget = gq.plan_bytes(runner.plan(key))
     rec = runner(key)
     assert rec.metric == 2.0 and sum(g.packed().numel() for g in runner.work._groups) == need
+
+
+def test_tune_does_not_try_candidates_too_fine_to_hold_in_memory(monkeypatch):
+    # a tolerance no grid meets drives the tune toward ever finer steps; candidates whose indices
+    # would pass the working-copy budget are refused before they are evaluated, and the error
+    # says so
+    from wsq.core import grid_quant
+
+    m = _model()
+    monkeypatch.setattr(grid_quant, "WORK_FRACTION", 0.02)  # about 0.6 bits per weight
+    gq = wsq.grid.GridQuantizer(m)
+    dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
+    assert gq.work_budget() == pytest.approx(0.02 * dense)
+    calls = []
+
+    def evaluate(model):
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else 0.0  # the baseline, then every candidate fails
+
+    with pytest.raises(ValueError, match=r"finer candidates were not tried.*MiB"):
+        wsq.tune(m, evaluate, tolerance=0.01, quantizer=gq, iters=8)
+    n_probe = len(gq.entries) + 1
+    assert len(calls) - n_probe < 8  # some of the 8 candidates were refused, not evaluated
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -53,6 +53,12 @@ __all__ = [
 ]
 
 MAX_POINTS = 65536  # a wsq codebook holds at most 2**16 entries
+# A candidate's working copy (each tensor's packed indices at its width) may hold at most this
+# fraction of the pooled tensors' dense bytes: a tune or grid search, which holds the dense model,
+# then stays within 1.5x of it with room for a fine candidate's quantization (its per-tensor
+# histograms over the codebook: tens of MB at 2**15 points). Finer candidates (about 10+ bits per
+# weight in memory at float32) are refused as too fine, as grids beyond 2**16 points are.
+WORK_FRACTION = 0.3
 MAX_SPAN = 1 << 24  # grid points over the pool's range: indices stay exact in float32
 CHUNK = 1 << 18  # weights per chunk of a pass: temporaries of 1-2 MiB each
 DENSE_CELLS = 1 << 18  # a tensor spanning more of its steps is accumulated sparsely
@@ -325,6 +331,28 @@ class GridQuantizer:
                 up[:k] ^= rw
                 del q0, v0, c0, v1, c1, fw, rw
             yield x, c.add_(up[:k])
+
+    def work_budget(self) -> float:
+        """Bytes a candidate's working copy may hold: WORK_FRACTION of the pooled dense bytes."""
+        return WORK_FRACTION * sum(
+            e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in self.entries
+        )
+
+    def plan_bytes(self, plan: GridPlan) -> int:
+        """An upper bound of :meth:`work_bytes` known before quantizing: each tensor at the width
+        of every point its range spans."""
+        total = 0
+        for i, n in enumerate(self.numel):
+            lo, hi = self._bounds(i, plan)
+            total += ops.packed_bytes(int(n), ops.bits_for(min(hi - lo + 1, MAX_POINTS)))
+        return total
+
+    def work_bytes(self, res: GridResult) -> int:
+        """Bytes the working copy's packed indices need for `res` (each tensor at its width)."""
+        return sum(
+            ops.packed_bytes(int(n), ops.bits_for(int(np.count_nonzero(c))))
+            for n, c in zip(self.numel, res.per_stream, strict=True)
+        )
 
     def quantize(self, plan: GridPlan) -> GridResult:
         """Assign every pooled weight to a grid point and build the shared codebook."""

@@ -12,8 +12,9 @@ encoded as integers so the search shares the uniform method's NSGA-II driver, ca
 Each candidate is quantized on the shared grid, packed into ONE compressed working copy in place
 (each tensor at the width of its values: no dense copy of the model) and scored;
 its bits are the coded index streams from the per-stream histograms (no file is written). A
-candidate whose working copy would exceed WORK_FRACTION (0.3) of the dense pooled bytes is reported as
-too fine (NaN metric, like a grid beyond 2**16 points), so the search stays within 1.5x dense. The
+candidate whose working copy would exceed grid_quant.WORK_FRACTION (0.3) of the dense pooled
+bytes is reported as too fine (NaN metric, like a grid beyond 2**16 points), so the search stays
+within 1.5x dense. The
 search runs in this process (no executor, no checkpoint: a grid search is tens to a few hundred
 evaluations after the probe).
 """
@@ -25,10 +26,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from wsq.core import grid as wgrid
-from wsq.kernels import ops
 from wsq.search.driver import _Driver, nsga2_loop
 from wsq.search.problem import Record, coded_bits
 from wsq.search.result import SearchResult, Solution, pareto_front
@@ -69,14 +68,6 @@ class GridSpace:
         return {"scale": self.scale0 * 2.0 ** (d["scale"] / SCALE_PER_OCTAVE), "rd": rd}
 
 
-# The working copy may hold at most this fraction of the pooled tensors' dense bytes: the search
-# then stays within 1.5x the dense model (which it holds) with room for a fine candidate's
-# quantization (its per-tensor histograms over the codebook: tens of MB at 2**15 points).
-# Finer candidates (about 10+ bits per weight in memory at float32) are reported as too fine, as
-# grids beyond a codebook's 2**16 points are.
-WORK_FRACTION = 0.3
-
-
 class GridCandidates:
     """Evaluates grid candidates on one working copy (the runner interface of wsq.search)."""
 
@@ -85,24 +76,7 @@ class GridCandidates:
     def __init__(self, gq, sens, space: GridSpace, evaluate, coder: str) -> None:
         self.gq, self.sens, self.space, self.evaluate, self.coder = gq, sens, space, evaluate, coder
         self.work = None  # the one working copy: a wsq.Compressed rewritten in place
-        dense = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in gq.entries)
-        self.work_budget = WORK_FRACTION * dense
-
-    def plan_bytes(self, plan: wgrid.GridPlan) -> int:
-        """An upper bound of :meth:`work_bytes` known before quantizing: each tensor at the width
-        of every point its range spans."""
-        total = 0
-        for i, n in enumerate(self.gq.numel):
-            lo, hi = self.gq._bounds(i, plan)
-            total += ops.packed_bytes(int(n), ops.bits_for(min(hi - lo + 1, wgrid.MAX_POINTS)))
-        return total
-
-    def work_bytes(self, res) -> int:
-        """Bytes the working copy's packed indices need for `res` (each tensor at its width)."""
-        return sum(
-            ops.packed_bytes(int(n), ops.bits_for(int(np.count_nonzero(c))))
-            for n, c in zip(self.gq.numel, res.per_stream, strict=True)
-        )
+        self.work_budget = gq.work_budget()  # finer candidates are reported as too fine
 
     def plan(self, key: tuple[int, ...]) -> wgrid.GridPlan:
         d = self.space.decode(key)
@@ -112,10 +86,10 @@ class GridCandidates:
         t0 = time.perf_counter()
         plan = self.plan(key)
         try:
-            if self.plan_bytes(plan) > self.work_budget:  # too fine to hold within memory
+            if self.gq.plan_bytes(plan) > self.work_budget:  # too fine to hold within memory
                 raise ValueError
             res = self.gq.quantize(plan)
-            if self.work_bytes(res) > self.work_budget:
+            if self.gq.work_bytes(res) > self.work_budget:
                 raise ValueError
         except ValueError:  # a grid too fine to store (span or 2**16 codebook limit, or memory)
             return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
