@@ -19,11 +19,19 @@ from torch import nn
 from wsq import metrics
 
 
-def make():
+def _net(d_in, hidden, d_out, n):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
-    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(1))
-    return model, metrics.agreement(model, x[:100]), metrics.agreement(model, x[100:])
+    model = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out)).eval()
+    x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(1))
+    return model, metrics.agreement(model, x[: n // 2]), metrics.agreement(model, x[n // 2 :])
+
+
+def make():
+    return _net(16, 32, 5, 200)
+
+
+def wide():  # wide enough that a tensor's tables are a small part of its bits at 2..8 bits/w
+    return _net(64, 256, 32, 400)
 
 
 def bad():
@@ -263,6 +271,31 @@ def test_method_grid_only(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["model.wsq", "summary.json"]
     assert summary["chosen"]["val"] >= summary["baseline"]["val"] - 0.02
     assert summary["chosen"]["file_bytes"] == (out / "model.wsq").stat().st_size
+
+
+def test_method_lloyd_keeps_the_smallest_memory_budget_within_the_tolerance(tmp_path, capsys):
+    import torch
+
+    from wsq.cli import compress as cc
+
+    (tmp_path / "my_spec.py").write_text(SPEC_FILE)
+    out = tmp_path / "o"
+    args = ["--method", "lloyd", "--tolerance", "0.02", "--out", str(out)]
+    assert cli.main(["compress", f"{tmp_path}/my_spec.py:wide", "--json", *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    chosen, tried = summary["chosen"], summary["lloyd"]
+    assert chosen["method"] == "lloyd" and sorted(os.listdir(out)) == ["model.wsq", "summary.json"]
+    assert chosen["val"] >= summary["baseline"]["val"] - 0.02
+    assert 1 <= len(tried) <= 2 and all(it["budget"] in cc.LLOYD_BUDGETS for it in tried)
+    assert all(it["memory"]["bits_memory"] <= it["budget"] + 1e-9 for it in tried)
+    if len(tried) == 2:  # the next budget up, not a later one
+        b0, b1 = (cc.LLOYD_BUDGETS.index(it["budget"]) for it in tried)
+        assert b1 == b0 + 1
+    template = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 32)
+    ).eval()
+    c = wsq.load(out / "model.wsq", template)
+    assert c.stats()["bits_memory"] == pytest.approx(chosen["bits_memory"])
 
 
 def test_margin_raises_the_bar_of_every_decision(tmp_path, capsys):

@@ -175,6 +175,33 @@ def _memory(c) -> dict:
     return {k: m[k] for k in keep}
 
 
+def _probe(spec, ctx, gq, who: str, say):
+    """Each pooled tensor's sensitivity (wsq.grid.probe_sensitivity) with the SPEC's probe, or
+    its evaluate when it has none."""
+    from wsq.core import grid
+
+    t0 = time.perf_counter()
+    probe = _Guarded(spec.probe, "probe") if spec.probe is not None else ctx["evaluate"]
+    pbase = ctx["base_val"] if spec.probe is None else grid.score(probe, spec.model, "probe")
+    if not math.isfinite(pbase):
+        raise CliError(f"the probe callable returned {pbase} on the original model")
+    sens = grid.probe_sensitivity(gq, probe, pbase)
+    say(f"{who}: probed {len(sens)} tensors in {time.perf_counter() - t0:.1f} s")
+    return sens
+
+
+def _coded_rows(items: list[dict]) -> list[dict]:
+    """Table rows of the grid / Lloyd candidates: each with both coders' file sizes."""
+    return [
+        _row(f"{it['label']} + {coder_label}",
+             [{"k": None, "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
+               "bits": it[coder]["bits"], "mem_bits": it["memory"]["bits_memory"],
+               "cr": it[coder]["cr"]}])
+        for it in items
+        for coder, coder_label in (("huffman", "Huffman"), ("ans", "ANS"))
+    ]  # fmt: skip
+
+
 def _grid(spec, opts, ctx, say) -> dict:
     """wsq.tune at the tolerance, plain and rate-aware rounding (one probe shared by both)."""
     import wsq
@@ -182,12 +209,7 @@ def _grid(spec, opts, ctx, say) -> dict:
 
     t0 = time.perf_counter()
     gq = grid.GridQuantizer(spec.model)
-    probe = _Guarded(spec.probe, "probe") if spec.probe is not None else ctx["evaluate"]
-    pbase = ctx["base_val"] if spec.probe is None else grid.score(probe, spec.model, "probe")
-    if not math.isfinite(pbase):
-        raise CliError(f"the probe callable returned {pbase} on the original model")
-    sens = grid.probe_sensitivity(gq, probe, pbase)
-    say(f"grid: probed {len(sens)} tensors in {time.perf_counter() - t0:.1f} s")
+    sens = _probe(spec, ctx, gq, "grid", say)
     items, notes, start = [], [], None
     bias_inputs = getattr(spec, "bias_inputs", None)
     variants = [("Grid steps", 0.0), ("Grid steps + rate-aware", 1.0)]
@@ -228,14 +250,55 @@ def _grid(spec, opts, ctx, say) -> dict:
         items.append(item)
     if not items:
         raise _NotReached("; ".join(notes))
-    rows = [
-        _row(f"{it['label']} + {coder_label}",
-             [{"k": None, "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-               "bits": it[coder]["bits"], "mem_bits": it["memory"]["bits_memory"],
-               "cr": it[coder]["cr"]}])
-        for it in items
-        for coder, coder_label in (("huffman", "Huffman"), ("ans", "ANS"))
-    ]  # fmt: skip
+    rows = _coded_rows(items)
+    return {"rows": rows, "candidates": items, "notes": notes,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+# Memory budgets (bits per weight, indices and tables) --method lloyd tries, smallest first.
+LLOYD_BUDGETS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def _lloyd(spec, opts, ctx, say) -> dict:
+    """wsq.lloyd_tables at rising memory budgets (one probe shared by all): the smallest budget
+    whose model stays within the tolerance, and the next one up."""
+    import wsq
+    from wsq.core import grid
+
+    t0 = time.perf_counter()
+    sens = _probe(spec, ctx, grid.GridQuantizer(spec.model), "lloyd", say)
+    floor = ctx["base_val"] - opts["tolerance"] + opts.get("margin", 0.0)
+    items, notes = [], []
+    for budget in LLOYD_BUDGETS:
+        label = f"Lloyd tables <= {budget:g} bits/w in memory"
+        try:
+            c = wsq.lloyd_tables(
+                spec.model, budget=budget, evaluate=ctx["evaluate"], sensitivities=sens
+            )
+        except ValueError as e:  # the tables alone need more (a small model): a larger budget
+            notes.append(f"{label}: {e}")
+            say(f"lloyd: {label}: {e}")
+            continue
+        val = ctx["val_of"](c.model)
+        if not val >= floor:  # NaN fails
+            notes.append(f"{label}: val {val:.6g} < {floor:.6g}")
+            say(f"lloyd: {label}: val {val:.4f}, below {floor:.4f}")
+            continue
+        item = {"method": "lloyd", "label": label, "k": None, "budget": budget,
+                "n_bins": int(c.codebook.numel()), "val": val, "test": ctx["test_of"](c.model),
+                "model": c, "memory": _memory(c)}  # fmt: skip
+        for coder in ("huffman", "ans", opts["coder"]):
+            item[coder] = _coded(c, coder)
+        say(
+            f"lloyd: {label}: {item['memory']['bits_memory']:.3f} bits/w in memory, "
+            f"{item[opts['coder']]['bits']:.3f} in the file, val {val:.4f}"
+        )
+        items.append(item)
+        if len(items) == 2:  # the next budget up may code smaller (--prefer file)
+            break
+    if not items:
+        raise _NotReached("; ".join(notes))
+    rows = _coded_rows(items)
     return {"rows": rows, "candidates": items, "notes": notes,
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
@@ -309,6 +372,8 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         try:
             if method == "uniform":
                 parts[method] = _uniform(spec, opts, ctx, say, progress)
+            elif method == "lloyd":
+                parts[method] = _lloyd(spec, opts, ctx, say)
             else:
                 parts[method] = _grid(spec, opts, ctx, say)
         except _NotReached as e:
@@ -365,6 +430,8 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
                        for it in parts.get("uniform", {}).get("candidates", [])],
             "grid": [{k: v for k, v in it.items() if k != "model"}
                      for it in parts.get("grid", {}).get("candidates", [])],
+            "lloyd": [{k: v for k, v in it.items() if k != "model"}
+                      for it in parts.get("lloyd", {}).get("candidates", [])],
             "chosen": {"method": best["method"], "k": best["k"], "n_bins": best["n_bins"],
                        "val": best["val"], "val_reloaded": reloaded, "test": best["test"],
                        "file": path,

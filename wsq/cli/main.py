@@ -272,7 +272,8 @@ def _cmd_compress(args) -> int:
         print(
             "avg bits and CR: fixed-width indices for Random UB, MO-UB and + Merge; entropy-coded "
             "file sizes for + Huffman, + ANS and the Grid rows (wsq.tune: per-tensor steps on one "
-            "shared grid, tuned to the tolerance); mem bits: bits per weight the loaded model "
+            "shared grid, tuned to the tolerance) and Lloyd rows (wsq.lloyd_tables: each tensor's "
+            "own values at a memory budget); mem bits: bits per weight the loaded model "
             "holds (each tensor's indices at its own width plus its table)"
         )
         if summary["baseline"]["test"] is None:
@@ -409,9 +410,11 @@ def _parser() -> argparse.ArgumentParser:
         "tune stops at, and the margin is the room left for that noise on held-out data",
     )  # fmt: skip
     c.add_argument(
-        "--method", choices=("auto", "grid", "uniform"),
+        "--method", choices=("auto", "grid", "uniform", "lloyd"),
         help="grid: per-tensor steps on one shared grid (wsq.tune); uniform: the paper's NSGA-II "
-        "over k + merge; auto (default): both, keep the best by --prefer",
+        "over k + merge; lloyd: each tensor's own Lloyd values drawn into the shared codebook "
+        "(wsq.lloyd_tables), the smallest memory budget of 2..8 bits/w within the tolerance; "
+        "auto (default): uniform and grid, keep the best by --prefer",
     )  # fmt: skip
     c.add_argument(
         "--prefer", choices=("file", "memory"),
