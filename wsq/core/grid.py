@@ -351,22 +351,21 @@ def tune(
     work: Compressed | None = None  # the one working copy: a compressed model, rewritten in place
     own = [0.0, 0.0]  # seconds in wsq's own work, in evaluate
     budget = gq.work_budget()  # bytes a candidate's working copy may hold (within 1.5x dense)
-    too_fine = [0]
+    too_fine = 0  # candidates refused for the budget
 
     def make(scale: float):
-        nonlocal work
+        nonlocal work, too_fine
         plan = plan_for(allocate(gq.numel, sensitivities, scale), rd=rd)
         t0 = time.perf_counter()
-        try:
-            if gq.plan_bytes(plan) > budget:  # too fine to hold within memory: nothing quantized
-                raise MemoryError
-            res = gq.quantize(plan)
-            if gq.work_bytes(res) > budget:
-                raise MemoryError
-        except MemoryError:
-            too_fine[0] += 1
+        if gq.plan_bytes(plan) > budget:  # too fine to hold within memory: nothing quantized
+            too_fine += 1
             return -math.inf, plan
+        try:
+            res = gq.quantize(plan)
         except ValueError:  # too fine a grid (span or codebook limit): fails like a bad score
+            return -math.inf, plan
+        if gq.work_bytes(res) > budget:
+            too_fine += 1
             return -math.inf, plan
         if work is None:
             work = gq.compress(res)
@@ -398,10 +397,10 @@ def tune(
             else f"baseline - tolerance = {base} - {tolerance} = {threshold}"
         )
         mem = (
-            f"; {too_fine[0]} finer candidates were not tried: their indices would need more than"
+            f"; {too_fine} finer candidates were not tried: their indices would need more than"
             f" {budget / 2**20:.1f} MiB, the working copy's share that keeps a tune within 1.5x"
             " the dense model"
-            if too_fine[0]
+            if too_fine
             else ""
         )
         raise ValueError(
