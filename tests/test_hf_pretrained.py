@@ -21,6 +21,7 @@ import wsq
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 hf = pytest.importorskip("wsq.hf", reason="wsq.hf needs a transformers in its tested range")
 
+from _proc_status import STATUS  # noqa: E402
 from test_hf import VOCAB, _bert, _gpt2, _llama, _out  # noqa: E402 - the same offline configs
 
 
@@ -180,7 +181,9 @@ def _child_env() -> dict:
     return env
 
 
-_CHILD = r"""
+_CHILD = (
+    STATUS
+    + r"""
 import gc, json, sys
 import torch, transformers
 import wsq, wsq.hf
@@ -188,13 +191,6 @@ from safetensors.torch import save_file
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 def config(layers, hidden, inter, vocab):
     return transformers.LlamaConfig(
@@ -232,6 +228,7 @@ quantized = [n for n, m in model.named_modules() if wsq.nn.is_quantized(m)]
 print(json.dumps({"peak": peak, "packed": sum(q.packed.numel() for q in c.quantized.values()),
                   "quantized": quantized, "type": type(model).__name__}))
 """
+)
 
 
 @pytest.mark.skipif(

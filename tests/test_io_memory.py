@@ -16,20 +16,16 @@ import subprocess
 import sys
 
 import pytest
+from _proc_status import STATUS
 
 import wsq
 
-_CHILD = r"""
+_CHILD = (
+    STATUS
+    + r"""
 import gc, json, sys
 import torch, torch.nn as nn
 import wsq
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 def build():
     return nn.Sequential(nn.Embedding(4096, 256), *[nn.Linear(1024, 1024) for _ in range(3)])
@@ -57,6 +53,7 @@ peak = status("VmHWM") - base
 print(json.dumps({"peak": peak, "dense": dense_bytes,
                   "packed": sum(q.packed.numel() for q in loaded.quantized.values())}))
 """
+)
 
 
 @pytest.mark.skipif(

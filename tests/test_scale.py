@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import torch
+from _proc_status import STATUS
 from torch import nn
 
 import wsq
@@ -184,20 +185,15 @@ def test_meta_template_without_real_buffers_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- peak memory
 
-_CHILD = r"""
+_CHILD = (
+    STATUS
+    + r"""
 import gc, json, os, sys
 import torch, torch.nn as nn
 import wsq
 from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
 
 torch.set_num_threads(1)
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 class Net(nn.Module):
     def __init__(self, vocab, d, layers):
@@ -304,6 +300,7 @@ if hasattr(res, "quantized"):
     packed = sum(q.packed.numel() + q.table.numel() * 4 for q in res.quantized.values())
 print(json.dumps({"peak": peak, "dense": dense, "largest": largest, "packed": packed}))
 """
+)
 
 _OPS = ["compress", "save", "load", "checkpoint", "tune", "search", "search_grid", "merge"]
 
