@@ -37,7 +37,7 @@ from _results_peers import (
 )
 
 import wsq
-from wsq.core.compress import collect_pool
+from wsq.core.pool import collect_pool
 
 GROUP = 16  # output channels per table of the grouped palettization (coremltools' group_size)
 

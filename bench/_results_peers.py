@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 import wsq
-from wsq import ops
-from wsq.core.compress import Pool, collect_pool
-from wsq.io import entropy
+from wsq import entropy, ops
+from wsq.core.pool import Pool, collect_pool
 
 # ----------------------------------------------------------------------------- 1-D k-means
 

@@ -26,7 +26,7 @@ from _results_peers import _rest_tensors, _stream, kmeans1d, nearest, write_safe
 
 import wsq
 from wsq.core import grid
-from wsq.core.compress import collect_pool
+from wsq.core.pool import collect_pool
 from wsq.core.tables import lloyd_tables
 
 # bitsandbytes' NF4 code (the 16 quantiles of N(0, 1), normalised to [-1, 1], with an exact 0)

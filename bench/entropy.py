@@ -29,7 +29,7 @@ import torch
 from _timing import machine, print_table, write_json
 
 import wsq
-from wsq.io import entropy as E
+from wsq import entropy as E
 
 try:
     import constriction

@@ -93,7 +93,7 @@ def _best_times(fn, ks: list[int]) -> dict[str, dict[int, float]]:
 def binning_times(model, ks: list[int]) -> dict[str, dict[int, float]]:
     """Seconds of wsq.uniform_bins on the pooled weights (the codebook and every index: what
     KMeans.fit computes)."""
-    from wsq.core.compress import collect_pool
+    from wsq.core.pool import collect_pool
 
     flat = collect_pool(model).flat()
     return _best_times(lambda k: wsq.uniform_bins(flat, k), ks)

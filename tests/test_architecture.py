@@ -149,14 +149,14 @@ def test_no_import_cycles():
 LAYERS = [
     ["wsq._spec", "wsq.errors", "wsq.metrics", "wsq.reference"],
     ["wsq.kernels", "wsq.ops"],
-    ["wsq._info", "wsq.nn", "wsq.io.entropy", "wsq.entropy", "wsq.io.format", "wsq.io.writer"],
-    ["wsq.core", "wsq.grid"],
-    ["wsq.io", "wsq.io.reader"],
+    ["wsq._info", "wsq.nn", "wsq.entropy", "wsq.container"],
+    ["wsq.compressed"],
+    ["wsq.core", "wsq.grid", "wsq.io"],
+    ["wsq.from_checkpoint"],
     ["wsq.search"],
     ["wsq"],
     ["wsq.examples", "wsq.cli"],
 ]
-
 
 def _layer(mod: str) -> int:
     best = max(

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import wsq
 from wsq import reference
-from wsq.core.compress import collect_pool
+from wsq.core.pool import collect_pool
 from wsq.reference import fake_quant_model as reference_fake_quant
 
 

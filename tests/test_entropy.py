@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from wsq import entropy as E
 from wsq.errors import FormatError
-from wsq.io import entropy as E
 
 ALPHABETS = (1, 2, 3, 17, 256, 257, 4096, 65536)
 DISTS = ("uniform", "geometric", "gaussian", "constant", "two", "one", "empty")

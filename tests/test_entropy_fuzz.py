@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wsq import entropy as E
 from wsq.errors import FormatError
-from wsq.io import entropy as E
 
 CORPUS = pathlib.Path(__file__).parent / "corpus" / "entropy"
 FUZZ = settings(

@@ -12,7 +12,9 @@ from safetensors import safe_open
 from torch import nn
 
 import wsq
+from wsq import container
 from wsq import io as wio
+from wsq.compressed import layout
 
 
 class Net(nn.Module):
@@ -164,26 +166,26 @@ def test_file_size_is_exact(net_c, tied_c, tmp_path, coder):
     for c in (net_c, tied_c):
         path = tmp_path / f"{coder}.wsq"
         wsq.save(c, path, coder=coder)
-        assert wio.file_size(c, coder) == os.path.getsize(path)
+        assert layout.file_size(c, coder) == os.path.getsize(path)
         assert c.stats(coder)["file_bytes"] == os.path.getsize(path)
 
 
 def test_auto_is_the_smaller(net_c):
-    sizes = {c: wio.file_size(net_c, c) for c in ("auto", "ans", "huffman")}
+    sizes = {c: layout.file_size(net_c, c) for c in ("auto", "ans", "huffman")}
     assert sizes["auto"] <= min(sizes["ans"], sizes["huffman"])
 
 
 def test_streams_are_encoded_once(net_c, monkeypatch):
-    from wsq.io import entropy
+    from wsq import entropy
 
     c = wsq.compress(_net(), 16)
     calls = []
     real = entropy.encode
     monkeypatch.setattr(entropy, "encode", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    first = wio.file_size(c, "auto")
+    first = layout.file_size(c, "auto")
     n = len(calls)
     assert n == 2 * len(c.quantized)  # auto tries both coders, once each
-    assert wio.file_size(c, "auto") == first and wio.file_size(c, "ans") > 0
+    assert layout.file_size(c, "auto") == first and layout.file_size(c, "ans") > 0
     assert len(calls) == n  # served from the cache
 
 
@@ -224,7 +226,7 @@ def test_layout_is_canonical(net_c, tmp_path):
     assert names == sorted(names)
     for name in names:
         e = header[name]
-        size = torch.empty((), dtype=wio.format._DTYPES[e["dtype"]]).element_size()
+        size = torch.empty((), dtype=container.DTYPES[e["dtype"]]).element_size()
         assert (8 + hlen + e["data_offsets"][0]) % size == 0, name
 
 
@@ -235,7 +237,7 @@ def test_bad_arguments(net_c, tmp_path):
     with pytest.raises(ValueError, match="coder"):
         wsq.save(net_c, tmp_path / "x.wsq", coder="zstd")
     with pytest.raises(ValueError, match="coder"):
-        wio.file_size(net_c, "lzma")
+        layout.file_size(net_c, "lzma")
     with pytest.raises(ValueError, match="directory"):
         wsq.save(net_c, tmp_path)
     with pytest.raises(TypeError, match="compressed"):
@@ -256,7 +258,7 @@ def test_crash_leaves_no_partial_file(net_c, tmp_path, monkeypatch, where):
     target = tmp_path / "model.wsq"
     old = b"previous contents"
     target.write_bytes(old)
-    header, chunks = wio.writer._layout(net_c, "auto")
+    header, chunks = layout.layout(net_c, "auto")
 
     class Crash(RuntimeError):
         pass
@@ -271,7 +273,9 @@ def test_crash_leaves_no_partial_file(net_c, tmp_path, monkeypatch, where):
                 yield from list.__iter__(self[: len(self) // 2])
                 raise Crash("write")
 
-        monkeypatch.setattr(wio.writer, "_layout", lambda c, coder: (header, Chunks(chunks)))
+        monkeypatch.setattr(
+            wio.writer, "layout", lambda c, coder, spool=None: (header, Chunks(chunks))
+        )
     elif where == "fsync":
         monkeypatch.setattr(wio.writer.os, "fsync", boom)
     else:
@@ -301,7 +305,11 @@ def test_saved_file_permissions_follow_umask(net_c, tmp_path):
 
 
 def test_no_pickle_in_io():
-    for path in pathlib.Path(wio.__file__).parent.glob("*.py"):  # every module of wsq/io/
+    # every module that reads or writes bytes: wsq/io/, the compressed model's layout, the format
+    root = pathlib.Path(wsq.__file__).parent
+    paths = [*(root / "io").glob("*.py"), *(root / "compressed").glob("*.py")]
+    paths += [root / "container.py", root / "entropy.py", root / "from_checkpoint.py"]
+    for path in paths:
         src = path.read_text()
         for word in ("import pickle", "torch.load(", "eval(", "exec("):
             assert word not in src, (path.name, word)
@@ -324,7 +332,7 @@ def test_round_trip_on_device(tmp_path, device, which):
     c = wsq.compress(make().to(device), 16)
     path = tmp_path / "dev.wsq"
     wsq.save(c, path)
-    assert wio.file_size(c) == os.path.getsize(path)
+    assert layout.file_size(c) == os.path.getsize(path)
     loaded = wsq.load(path, arch().to(device).eval())
     assert all(t.device.type == device.type for t in loaded.model.state_dict().values())
     with torch.no_grad():
@@ -338,7 +346,7 @@ def test_stream_bits_match_the_file(net_c, tmp_path):
     path = tmp_path / "net.wsq"
     wsq.save(net_c, path, coder="huffman")
     meta = json.loads(_header(path)["__metadata__"]["wsq"])
-    assert wio.stream_bits(net_c, "huffman") == 8 * sum(q["bytes"] for q in meta["quantized"])
+    assert layout.stream_bits(net_c, "huffman") == 8 * sum(q["bytes"] for q in meta["quantized"])
 
 
 def test_unicode_names(tmp_path):

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import wsq
-from wsq import io as wio
+from wsq import container
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from test_io_malformed import (  # noqa: E402
@@ -190,7 +190,7 @@ def _check_consistent(got: dict, meta: dict, codebook: torch.Tensor) -> None:
     for q in meta["quantized"]:
         for s in q["names"]:
             t = got[s]
-            assert tuple(t.shape) == tuple(q["shape"]) and t.dtype == wio.format._DTYPES[q["dtype"]]
+            assert tuple(t.shape) == tuple(q["shape"]) and t.dtype == container.DTYPES[q["dtype"]]
             assert bool(torch.isin(t.float().reshape(-1), codebook.to(t.dtype).float()).all())
 
 
@@ -257,7 +257,7 @@ def test_header_text_mutations(name, edits, resign, seeds, scratch):
     if resign:
         try:
             h = json.loads(text)
-            raw = wio.format._header_bytes(h)
+            raw = container.header_bytes(h)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             pass  # not a header the writer could sign: try the raw text
     raw += b" " * (-len(raw) % 8)

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 import wsq
-from wsq import io as wio
-from wsq import ops
+from wsq import container, ops
 from wsq.cli.main import main as cli
+from wsq.compressed import layout
 
 # A defect must be rejected quickly: at most 1 s of CPU (the reliability target; CPU time, so a
 # loaded machine cannot fail the check) and 10 s of wall clock (a blocking hang burns no CPU).
@@ -97,7 +97,7 @@ def tiny_parts(n: int = 4, coder_seed: int = 0) -> SimpleNamespace:
 
 
 def file_bytes(parts, coder: str = "ans") -> bytes:
-    header, chunks = wio.writer._layout(parts, coder)
+    header, chunks = layout.layout(parts, coder)
     return len(header).to_bytes(8, "little") + header + b"".join(bytes(c) for c in chunks)
 
 
@@ -135,9 +135,9 @@ def split(data: bytes) -> tuple[dict, bytes]:
 def join(header: dict, area: bytes, *, sign: bool = True) -> bytes:
     """Serialise a header (recomputing its CRC unless sign=False) in front of a data area."""
     if sign:
-        raw = wio.format._header_bytes(header)
+        raw = container.header_bytes(header)
     else:
-        raw = wio.format._dumps(header).encode()
+        raw = container.dumps(header).encode()
         raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + area
 
@@ -147,7 +147,7 @@ def get_meta(h: dict) -> dict:
 
 
 def put_meta(h: dict, m: dict) -> None:
-    h["__metadata__"]["wsq"] = wio.format._dumps(m)
+    h["__metadata__"]["wsq"] = container.dumps(m)
 
 
 def put(path, data: bytes) -> None:
@@ -266,7 +266,7 @@ def _restream(symbols_fn, n_symbols_fn, name="fc.weight"):
     """Swap a stream for another validly coded one (layout recomputed), e.g. a wrong count."""
 
     def make(data):
-        from wsq.io import entropy
+        from wsq import entropy
 
         h, area = split(data)
         m = get_meta(h)

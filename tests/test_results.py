@@ -84,7 +84,7 @@ def test_int_rtn_is_symmetric_per_row():
 
 
 def test_peer_files_are_real_and_count_every_table(tmp_path):
-    from wsq.core.compress import collect_pool
+    from wsq.core.pool import collect_pool
 
     m = _Net()
     pool = collect_pool(m)

@@ -22,7 +22,7 @@ from torch import nn
 
 import wsq
 from wsq.errors import FormatError
-from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
+from wsq.from_checkpoint import compress_checkpoint, empty_parameters
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -191,7 +191,7 @@ _CHILD = (
 import gc, json, os, sys
 import torch, torch.nn as nn
 import wsq
-from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
+from wsq.from_checkpoint import compress_checkpoint, empty_parameters
 
 torch.set_num_threads(1)
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native module until a call
 from wsq._info import __version__, info
+from wsq.compressed import Compressed
 from wsq.core.binning import Binning, uniform_bins
-from wsq.core.compress import Compressed, compress
+from wsq.core.compress import compress
 from wsq.core.equalize import correct_bias, equalize, tune_equalized
 from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.core.tables import lloyd_tables
 from wsq.errors import FormatError
+from wsq.from_checkpoint import compress_checkpoint, empty_parameters
 from wsq.io import load, load_state_dict, save
-from wsq.io.from_checkpoint import compress_checkpoint, empty_parameters
 from wsq.search import SearchResult, search
 
 __all__ = [

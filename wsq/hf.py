@@ -58,7 +58,7 @@ WEIGHTS_NAME = "model.safetensors"
 # The transformers releases this module's hooks were tested against (the loader's internals it
 # relies on, e.g. which hooks run before and after the weights are read, changed across 4.x/5.x).
 TESTED_TRANSFORMERS = ((5, 25), (5, 25))
-# the wsq file's own tensors (wsq.io.format: the codebook and one coded stream per tensor)
+# the wsq file's own tensors (wsq.container: the codebook and one coded stream per tensor)
 _WSQ_KEYS = r"(^|\.)wsq\.(codebook|idx\..*)$"
 
 

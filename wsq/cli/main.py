@@ -53,8 +53,8 @@ def describe(path: str) -> dict:
     checksum verified, every stream decoded). Raises wsq.FormatError naming the defect."""
     import numpy as np
 
+    from wsq import container
     from wsq import nn as wnn
-    from wsq.io import format as wfmt
     from wsq.io import reader
 
     h, codebook, symbols, plain = reader._parse(path, model_state=None, max_elements=None)
@@ -66,7 +66,7 @@ def describe(path: str) -> dict:
         own = np.bincount(sym.astype(np.int64), minlength=h.n)[: h.n]
         hist += own
         values = int((own > 0).sum())
-        item = wfmt._itemsize(wfmt._DTYPES[q.dtype])
+        item = container.itemsize(container.DTYPES[q.dtype])
         q_bytes += q.numel * item
         stream_bytes += q.nbytes
         numel_total += q.numel
@@ -84,7 +84,7 @@ def describe(path: str) -> dict:
     return {
         "file": os.path.abspath(path),
         "file_bytes": size,
-        "format": f"{wfmt.FORMAT} v{wfmt.VERSION}",
+        "format": f"{container.FORMAT} v{container.VERSION}",
         "n_shared_values": h.n,
         "bits": h.bits,
         "k": h.k,

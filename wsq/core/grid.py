@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq.core.compress import Compressed
+from wsq.compressed import Compressed
 from wsq.core.grid_quant import MAX_POINTS, MAX_SPAN, GridPlan, GridQuantizer, GridResult
 
 __all__ = [

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsq.core.compressed import Compressed, _assemble
+from wsq.compressed import Compressed
 from wsq.core.pool import Pool, collect_pool
 from wsq.core.streaming import (
     ModelSource,
@@ -130,7 +130,7 @@ class GridResult:
 
 
 def _coded_bits(per_stream: np.ndarray) -> float:
-    from wsq.io import entropy
+    from wsq import entropy
 
     return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
 
@@ -469,7 +469,7 @@ class GridQuantizer:
         codebook, bits, parts = self.parts(res)
         by_name = {e.name: p for e, p in zip(self.entries, parts, strict=True)}
         parts.clear()
-        return _assemble(
+        return Compressed.assemble(
             self.model, codebook, bits, by_name, None, k=None, lo=None, hi=None,
             skipped=self.pool.skipped, narrowed=True,
         )  # fmt: skip

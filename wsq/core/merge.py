@@ -28,7 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from wsq.core.compressed import Compressed, _narrow
+from wsq.compressed import Compressed
+from wsq.compressed.assemble import narrow
 
 __all__ = ["merge", "merge_front"]
 
@@ -179,7 +180,7 @@ def _rebuild(c: Compressed, codebook: torch.Tensor, table_map: torch.Tensor) -> 
     narrowed = {}
     for g, m in zip(c._groups, c._maps(), strict=True):
         to_new = table_map[m.to(torch.int64)]  # this tensor's entries -> merged entries
-        narrowed[id(g)] = _narrow(g.packed(), g.numel, g.bits(), to_new, codebook, all_used=True)
+        narrowed[id(g)] = narrow(g.packed(), g.numel, g.bits(), to_new, codebook, all_used=True)
     return c._replaced(narrowed, k=c.k, lo=c.lo, hi=c.hi)
 
 

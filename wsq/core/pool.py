@@ -26,6 +26,7 @@ import torch
 import torch.nn as tnn
 from torch import Tensor
 
+from wsq.compressed.ties import is_lazy, name_list, tie_groups
 from wsq.core.binning import Binning, uniform_bins
 
 __all__ = ["PoolEntry", "Pool", "collect_pool"]
@@ -66,43 +67,6 @@ def _match(names: Iterable[str], patterns: tuple[str, ...]) -> str | None:
                 return p
     return None
 
-
-def view_key(t: Tensor) -> tuple:
-    """Identity of a tensor's bytes: two views with equal keys read the same memory (count once)."""
-    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.dtype, tuple(t.shape))
-
-
-def _tie_groups(model: tnn.Module) -> list[tuple[list[str], list[Tensor]]]:
-    """Parameters grouped by identity (same object, or same storage/offset/shape/strides/dtype)."""
-    groups: list[tuple[list[str], list[Tensor]]] = []
-    by_key: dict = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        keys = [("id", id(p))]
-        if not p.is_meta and p.numel() > 0:
-            keys.append(
-                ("st", p.device, p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape),
-                 p.stride(), p.dtype)
-            )  # fmt: skip
-        gi = next((by_key[k] for k in keys if k in by_key), None)
-        if gi is None:
-            gi = len(groups)
-            groups.append(([], []))
-        names, objs = groups[gi]
-        names.append(name)
-        if not any(o is p for o in objs):
-            objs.append(p)
-        for k in keys:
-            by_key[k] = gi
-    return groups
-
-
-def _is_lazy(p: Tensor) -> bool:
-    return isinstance(p, tnn.parameter.UninitializedTensorMixin)
-
-
-def _list(names: list[str], limit: int = 8) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 class Pool:
@@ -147,7 +111,7 @@ class Pool:
         params = dict(model.named_parameters(remove_duplicate=False))
         missing = [e.name for e in self.entries if e.name not in params]
         if missing:
-            raise ValueError(f"model has no parameters named {_list(missing)}")
+            raise ValueError(f"model has no parameters named {name_list(missing)}")
         out = []
         for e in self.entries:
             p = params[e.name]
@@ -188,7 +152,7 @@ class Pool:
             if not bad:
                 raise
             raise ValueError(
-                f"parameter {_list(bad)} contains NaN or Inf values (or values beyond the float32 "
+                f"parameter {name_list(bad)} contains NaN or Inf values (or values beyond the float32 "
                 "range); wsq cannot bin them"
             ) from None
 
@@ -226,17 +190,17 @@ def collect_pool(
         raise ValueError(f"min_dims must be >= 0, got {min_dims}")
     if not isinstance(allow_meta, bool):
         raise TypeError(f"allow_meta must be a bool, got {type(allow_meta).__name__}")
-    lazy = [n for n, p in model.named_parameters(remove_duplicate=False) if _is_lazy(p)]
+    lazy = [n for n, p in model.named_parameters(remove_duplicate=False) if is_lazy(p)]
     if lazy:
         raise ValueError(
-            f"parameters {_list(lazy)} are not initialised yet (lazy modules): run one forward "
+            f"parameters {name_list(lazy)} are not initialised yet (lazy modules): run one forward "
             "pass before compressing"
         )
-    groups = _tie_groups(model)
+    groups = tie_groups(model)
     meta = [n for names, objs in groups if any(o.is_meta for o in objs) for n in names]
     if meta and not allow_meta:
         raise ValueError(
-            f"parameters on the meta device have no values to compress: {_list(meta)}; materialise "
+            f"parameters on the meta device have no values to compress: {name_list(meta)}; materialise "
             "the model first (e.g. load its weights)"
         )
     entries: list[PoolEntry] = []
@@ -272,6 +236,6 @@ def collect_pool(
         n_all = sum(len(n) for n, _ in groups)
         raise ValueError(
             f"model has no eligible parameters (floating-point, {rule}{extra}); it has {n_all} "
-            f"parameters{': ' + _list([n for ns, _ in groups for n in ns]) if n_all else ''}"
+            f"parameters{': ' + name_list([n for ns, _ in groups for n in ns]) if n_all else ''}"
         )
     return Pool(entries, objs_out, skipped)

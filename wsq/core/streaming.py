@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from wsq._spec import bin_scale
-from wsq.core.compressed import Compressed, _assemble
-from wsq.core.pool import Pool, PoolEntry, _list
+from wsq.compressed import Compressed
+from wsq.compressed.ties import name_list
+from wsq.core.pool import Pool, PoolEntry
 from wsq.kernels import ops
 
 __all__ = [
@@ -63,7 +64,7 @@ class ModelSource:
 
 def _nonfinite_error(names: Sequence[str]) -> ValueError:
     return ValueError(
-        f"parameter {_list(list(names))} contains NaN or Inf values (or values beyond the float32 "
+        f"parameter {name_list(list(names))} contains NaN or Inf values (or values beyond the float32 "
         "range); wsq cannot bin them"
     )
 
@@ -165,7 +166,7 @@ def working_copy(template: torch.nn.Module, pool: Pool) -> Compressed:
         )
         for e in pool.entries
     }
-    return _assemble(template, zero, 1, parts, None, k=None, lo=None, hi=None,
+    return Compressed.assemble(template, zero, 1, parts, None, k=None, lo=None, hi=None,
                      skipped=pool.skipped, narrowed=True)  # fmt: skip
 
 

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq.core.compress import Compressed, compress
+from wsq.compressed import Compressed
+from wsq.core.compress import compress
 from wsq.core.grid_quant import GridQuantizer
 from wsq.kernels import ops
 

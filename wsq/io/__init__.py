@@ -1,11 +1,11 @@
-"""The file stage: wsq files, entropy-coded weight-sharing models in a safetensors container.
+"""The file stage: wsq files, entropy-coded weight-sharing models in a safetensors container (the
+format: wsq.container; a compressed model's bytes and exact size: wsq.compressed.layout).
 
-format (the layout, its constants and the header's validation; the format is described there)
--> writer (layout of a compressed model, exact size, atomic save) and reader (validated reads,
-load_state_dict, load) -> entropy (the Huffman and rANS index coders, public as wsq.entropy).
+header (a file's header, validated) -> reader (validated reads, load_state_dict, load) and writer
+(atomic save); checkpoint reads a safetensors checkpoint one tensor at a time (wsq.from_checkpoint).
 """
 
 from wsq.io.reader import load, load_state_dict
-from wsq.io.writer import file_size, save, stream_bits
+from wsq.io.writer import save
 
-__all__ = ["save", "load", "load_state_dict", "file_size", "stream_bits"]
+__all__ = ["save", "load", "load_state_dict"]

@@ -1,4 +1,4 @@
-"""Reading wsq files: the data behind a validated header (wsq.io.format), decoded streams,
+"""Reading wsq files: the data behind a validated header (wsq.io.header), decoded streams,
 load_state_dict and load (which rebuilds a wsq.Compressed around a fresh model)."""
 
 from __future__ import annotations
@@ -10,23 +10,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsq.core.compress import Compressed
-from wsq.errors import FormatError
-from wsq.io import entropy
-from wsq.io.format import (
-    _CAP_FLOOR,
-    _CAP_PER_BYTE,
-    _DTYPES,
-    _NAMES,
+from wsq import entropy
+from wsq.compressed import Compressed
+from wsq.container import (
+    DTYPE_NAMES,
+    DTYPES,
     STREAM_PREFIX,
-    _Header,
-    _little_endian_only,
-    _QEntry,
-    _read_header,
-    _regular_file,
-    _short,
-    _Tensor,
+    little_endian_only,
+    regular_file,
+    short_repr,
 )
+from wsq.errors import FormatError
+from wsq.io.header import _CAP_FLOOR, _CAP_PER_BYTE, _Header, _QEntry, _read_header, _Tensor
 from wsq.kernels import ops
 
 # ============================================================================ reading data
@@ -81,7 +76,7 @@ def _read_plain(f, h: _Header) -> dict[str, torch.Tensor]:
             raise FormatError(
                 f"wsq file {h.path!r}: tensor {name!r}: BOOL data holds bytes other than 0 and 1"
             )
-        out[name] = _tensor_from(buf, _DTYPES[t.dtype], t.shape)
+        out[name] = _tensor_from(buf, DTYPES[t.dtype], t.shape)
     return out
 
 
@@ -135,11 +130,11 @@ def _parse_streams(
     model_state: the target model's state names -> (shape, dtype), matched before any stream is
     read; without it, the total element count is capped by max_elements.
     """
-    _little_endian_only()
+    little_endian_only()
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    size = _regular_file(path)
+    size = regular_file(path)
     with open(path, "rb") as f:
         h = _read_header(f, path, size)
         where = f"wsq file {path!r}"
@@ -176,8 +171,8 @@ def _match_model(
         raise FormatError(
             f"{where}: parameter names do not match the model: "
             + "; ".join(
-                ([f"missing from the file: {_short(missing, 400)}"] if missing else [])
-                + ([f"unexpected (not in the model): {_short(extra, 400)}"] if extra else [])
+                ([f"missing from the file: {short_repr(missing, 400)}"] if missing else [])
+                + ([f"unexpected (not in the model): {short_repr(extra, 400)}"] if extra else [])
             )
         )
     bad = [
@@ -186,16 +181,16 @@ def _match_model(
         if declared[s][0] != tuple(model[s][0])
     ]
     if bad:
-        raise FormatError(f"{where}: shapes do not match the model: {_short(bad, 400)}")
+        raise FormatError(f"{where}: shapes do not match the model: {short_repr(bad, 400)}")
     # a model in another dtype would not compute what the saved one did
     bad = [
-        f"{s}: file {declared[s][1]} vs model {_NAMES.get(model[s][1], str(model[s][1]))}"
+        f"{s}: file {declared[s][1]} vs model {DTYPE_NAMES.get(model[s][1], str(model[s][1]))}"
         for s in sorted(model)
-        if _DTYPES[declared[s][1]] != model[s][1]
+        if DTYPES[declared[s][1]] != model[s][1]
     ]
     if bad:
         raise FormatError(
-            f"{where}: dtypes do not match the model: {_short(bad, 400)}; convert the model "
+            f"{where}: dtypes do not match the model: {short_repr(bad, 400)}; convert the model "
             "(e.g. model.to(torch.float16)) before loading"
         )
 
@@ -223,7 +218,7 @@ def _index_tensor(sym: np.ndarray) -> torch.Tensor:
 def _dense(codebook: torch.Tensor, sym: np.ndarray, q: _QEntry) -> torch.Tensor:
     """codebook[indices] in the parameter's original dtype and shape."""
     vals = torch.from_numpy(codebook.numpy()[sym]) if q.numel else torch.empty(0)
-    return vals.to(_DTYPES[q.dtype]).reshape(q.shape)
+    return vals.to(DTYPES[q.dtype]).reshape(q.shape)
 
 
 def load_state_dict(

@@ -127,7 +127,7 @@ def coded_bits(per_stream: torch.Tensor, coder: str) -> float:
     so the sum of wsq.entropy.size_bits over streams is the file's index-stream size.
     ``coder="entropy"`` gives instead the empirical entropy bound of each stream.
     """
-    from wsq.io import entropy
+    from wsq import entropy
 
     if coder == "entropy":
         return float(sum(entropy.entropy_bits(c) for c in per_stream))
@@ -150,7 +150,7 @@ class CandidateEvaluator:
         coder: str,
         pool_options: dict,
     ) -> None:
-        from wsq.core.compress import collect_pool
+        from wsq.core.pool import collect_pool
         from wsq.core.streaming import ModelSource, working_copy
 
         self.model = work

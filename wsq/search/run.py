@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq.core.pool import view_key
+from wsq.compressed.ties import view_key
 from wsq.kernels import ops
 from wsq.search.checkpoint import Checkpoint
 from wsq.search.driver import (
@@ -187,7 +187,7 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
             raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
     merge_tolerance = _number("merge_tolerance", merge_tolerance)
     pool_options = {"include": include, "exclude": exclude, "min_dims": min_dims}
-    from wsq.core.compress import collect_pool
+    from wsq.core.pool import collect_pool
 
     pool = collect_pool(model, **pool_options)
     pooled_names = {n for e in pool.entries for n in e.names}

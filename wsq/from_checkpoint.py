@@ -7,165 +7,29 @@ builds the same wsq.Compressed as ``wsq.compress`` / the grid would on the mater
 the file ``wsq.save`` writes is byte-identical -- while reading the checkpoint one tensor at a
 time: peak memory is the compressed model plus a few of the largest tensors.
 
-Checkpoint headers are validated before anything is allocated (header length within the 100 MB
-cap and the file, JSON of the safetensors schema, known dtypes, every tensor's byte range equal to
-its shape times its item size and inside the file, shard names plain file names beside the index).
-Tensors are read with ``readinto`` into fresh buffers (never mmap: file-backed pages would count
-as resident memory). No pickle is involved anywhere.
+The checkpoint is read by wsq.io.checkpoint (validated headers, one tensor at a time); the
+weights are binned by wsq.core's builders; the result may be saved by wsq.io.writer. This module
+joins the three, so it sits above both core and io.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn as tnn
 
-from wsq.core.compressed import Compressed, _assemble, _list
+from wsq.compressed import Compressed
+from wsq.compressed.ties import name_list
 from wsq.core.pool import collect_pool
 from wsq.core.streaming import uniform_parts
 from wsq.errors import FormatError
-from wsq.io.format import _DTYPES, MAX_HEADER, _itemsize, _little_endian_only, _regular_file
+from wsq.io.checkpoint import CheckpointReader
+from wsq.io.writer import save
 
-__all__ = ["compress_checkpoint", "empty_parameters", "CheckpointReader"]
-
-INDEX_NAME = "model.safetensors.index.json"
-
-
-@dataclass(frozen=True)
-class _Entry:
-    path: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    nbytes: int
-
-
-def _header(path: str) -> dict[str, _Entry]:
-    """The validated tensor table of one safetensors file."""
-    size = _regular_file(path)
-    where = f"safetensors file {path!r}"
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise FormatError(f"{where}: {size} bytes, too short for the 8-byte header length")
-        n = int.from_bytes(head, "little")
-        if n > MAX_HEADER or n > size - 8:
-            raise FormatError(
-                f"{where}: header length {n} is beyond the file ({size} bytes) or the "
-                f"{MAX_HEADER}-byte cap"
-            )
-        raw = f.read(n)
-    try:
-        table = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{where}: header is not valid JSON ({e})") from None
-    if not isinstance(table, dict):
-        raise FormatError(f"{where}: header is not a JSON object")
-    data_start, data_len = 8 + n, size - 8 - n
-    out: dict[str, _Entry] = {}
-    spans = []
-    for name, t in table.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(t, dict) or set(t) != {"dtype", "shape", "data_offsets"}:
-            raise FormatError(f"{where}: tensor {name!r}: expected dtype, shape, data_offsets")
-        dt, shape, offs = t["dtype"], t["shape"], t["data_offsets"]
-        if dt not in _DTYPES:
-            raise FormatError(f"{where}: tensor {name!r}: unknown dtype {dt!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise FormatError(f"{where}: tensor {name!r}: shape must be a list of ints >= 0")
-        if (
-            not isinstance(offs, list)
-            or len(offs) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-            or not 0 <= offs[0] <= offs[1] <= data_len
-        ):
-            raise FormatError(
-                f"{where}: tensor {name!r}: data_offsets {offs!r} outside the {data_len} data bytes"
-            )
-        nbytes = math.prod(shape) * _itemsize(_DTYPES[dt])  # Python ints: no overflow
-        if offs[1] - offs[0] != nbytes:
-            raise FormatError(
-                f"{where}: tensor {name!r}: {offs[1] - offs[0]} data bytes, shape {shape} of "
-                f"{dt} needs {nbytes}"
-            )
-        spans.append((offs[0], offs[1], name))
-        out[name] = _Entry(path, _DTYPES[dt], tuple(shape), data_start + offs[0], nbytes)
-    spans.sort()
-    for (_, e0, a), (s1, _, b) in zip(spans, spans[1:], strict=False):
-        if s1 < e0:
-            raise FormatError(f"{where}: tensors {a!r} and {b!r} overlap")
-    return out
-
-
-def _shards(checkpoint) -> list[str]:
-    """The safetensors files of a checkpoint path (file, index JSON, or directory)."""
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__}")
-    path = os.fspath(checkpoint)
-    if os.path.isdir(path):
-        index = os.path.join(path, INDEX_NAME)
-        if os.path.isfile(index):
-            path = index
-        else:
-            files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-            if len(files) != 1:
-                raise ValueError(
-                    f"checkpoint directory {path!r} has no {INDEX_NAME} and "
-                    f"{len(files)} .safetensors files; pass the file or the index"
-                )
-            return [os.path.join(path, files[0])]
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    if not path.endswith(".json"):
-        return [path]
-    size = _regular_file(path)
-    if size > MAX_HEADER:
-        raise FormatError(f"checkpoint index {path!r}: {size} bytes, above the {MAX_HEADER} cap")
-    with open(path, "rb") as f:
-        try:
-            index = json.loads(f.read().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"checkpoint index {path!r} is not valid JSON ({e})") from None
-    wm = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
-        raise FormatError(f"checkpoint index {path!r}: no weight_map of name -> file name")
-    files = sorted(set(wm.values()))
-    bad = [f for f in files if os.path.basename(f) != f or f in ("", ".", "..")]
-    if bad:
-        raise FormatError(f"checkpoint index {path!r}: shard names must be plain file names: {bad}")
-    return [os.path.join(os.path.dirname(os.path.abspath(path)), f) for f in files]
-
-
-class CheckpointReader:
-    """The tensors of a safetensors checkpoint (one file or shards), read one at a time."""
-
-    def __init__(self, checkpoint) -> None:
-        _little_endian_only()
-        self.tensors: dict[str, _Entry] = {}
-        for shard in _shards(checkpoint):
-            for name, e in _header(shard).items():
-                if name in self.tensors:
-                    raise FormatError(f"checkpoint: tensor {name!r} is in two shards")
-                self.tensors[name] = e
-
-    def read(self, name: str) -> torch.Tensor:
-        """A new CPU tensor holding `name`'s data (its own buffer, no mmap)."""
-        e = self.tensors[name]
-        buf = torch.empty(e.nbytes, dtype=torch.uint8)
-        with open(e.path, "rb") as f:
-            f.seek(e.start)
-            if e.nbytes and f.readinto(buf.numpy()) != e.nbytes:
-                raise FormatError(f"checkpoint {e.path!r}: tensor {name!r}: file shrank while read")
-        return buf.view(e.dtype).reshape(e.shape)
+__all__ = ["compress_checkpoint", "empty_parameters"]
 
 
 class _CheckpointSource:
@@ -178,7 +42,7 @@ class _CheckpointSource:
         for e in pool.entries:
             name = next((n for n in e.names if n in reader.tensors), None)
             if name is None:
-                raise FormatError(f"checkpoint has no tensor named {_list(list(e.names))}")
+                raise FormatError(f"checkpoint has no tensor named {name_list(list(e.names))}")
             got = reader.tensors[name].shape
             if tuple(got) != tuple(e.shape):
                 raise FormatError(
@@ -244,12 +108,12 @@ def _rest_state(reader: CheckpointReader, model: tnn.Module, names: Iterable[str
             )
         out[n] = reader.read(src).to(sd[n].dtype)
     if missing:
-        raise FormatError(f"checkpoint is missing tensors of the model: {_list(missing, 20)}")
+        raise FormatError(f"checkpoint is missing tensors of the model: {name_list(missing, 20)}")
     if strict:
         extra = sorted(set(reader.tensors) - set(sd))
         if extra:
             raise FormatError(
-                f"checkpoint holds tensors the model does not have: {_list(extra, 20)} "
+                f"checkpoint holds tensors the model does not have: {name_list(extra, 20)} "
                 "(pass strict=False to ignore them)"
             )
     return out
@@ -328,12 +192,10 @@ def compress_checkpoint(
     source.release()
     by_name = {e.name: part for e, part in zip(pool.entries, parts, strict=True)}
     parts.clear()
-    c = _assemble(
+    c = Compressed.assemble(
         model, codebook, bits, by_name, rest, k=k, lo=lo, hi=hi, skipped=pool.skipped,
         narrowed=True,
     )  # fmt: skip
     if out is not None:
-        from wsq.io.writer import save
-
         save(c, out, coder=coder)
     return c

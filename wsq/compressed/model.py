@@ -1,9 +1,31 @@
-"""The compressed model: ``Compressed``, built from a template and the stored parts.
+"""The compressed model: ``Compressed``, the pivot every stage shares.
 
-See wsq.core.compress for the contract. Each pooled tensor is held in its owner (a wsq.nn layer) at
-the narrowest width for the values it uses, with its own table (a gather of the one shared
-codebook); the shared codebook and each tensor's indices into it (what a file stores) are derived
-from those tables.
+wsq.core builds it (wsq.compress, the grid, merge), wsq.io reads and writes it. Each pooled tensor
+is held in its owner (a wsq.nn layer) at the narrowest width for the values it uses, with its own
+table (a gather of the one shared codebook); the shared codebook and each tensor's indices into it
+(what a file stores) are derived from those tables.
+
+The contract:
+
+* ``Compressed`` (made by :meth:`Compressed.assemble` in the builders or :meth:`from_parts`, never
+  directly): ``model`` (a new module; the input is never modified), ``codebook`` (float32 CPU (n,),
+  ascending: the union of every tensor's values), ``bits`` (ceil(log2 n), >= 1: the file's index
+  width), ``k`` / ``lo`` / ``hi`` (binning arguments, None when loaded), ``quantized`` (canonical
+  name -> :class:`QuantizedParam`: names, shape, dtype = the compute dtype, packed = uint8
+  LSB-first at the tensor's OWN width ``bits`` on the model's device, numel, table = its lookup
+  table), ``global_packed(name)`` (its indices into ``codebook`` at ``bits``: what a file stores),
+  ``pool_skipped`` ((name, reason) list).
+* ``rest_state()``: every other entry of the original ``state_dict`` under its original name
+  (biases, norms, BatchNorm running stats and num_batches_tracked, ...); this plus codebook, bits
+  and the global indices is exactly what a file must hold. ``from_parts(model, codebook, bits,
+  packed_by_name, rest_state, *, k=None, lo=None, hi=None)`` rebuilds from a fresh instance of the
+  architecture (any device, or meta) -- the same assembly the builders use -- and raises
+  wsq.FormatError listing missing/unexpected names or naming a mismatched tensor.
+* ``with_indices(codebook, bits, packed_by_name)``: the same model with another codebook and
+  indices (wsq.merge's output; nothing shared with the source). ``stats(coder="auto")``: sizes
+  (see its docstring; file_bytes from wsq.compressed.layout.file_size);
+  ``dequantized_state_dict()``: dense weights under the original names. A Compressed is treated
+  as immutable (derived values are cached; a state-dict load into its model drops them).
 """
 
 from __future__ import annotations
@@ -17,14 +39,13 @@ import torch.nn as tnn
 from torch import Tensor
 
 from wsq import nn as wnn
-from wsq.core.pool import _is_lazy, _list, _tie_groups, view_key
+from wsq.compressed.assemble import HeldTensor, assemble, check_codebook, narrow, nbytes
+from wsq.compressed.layout import file_size, stream_bits
+from wsq.compressed.ties import name_list, view_key
 from wsq.errors import FormatError
 from wsq.kernels import ops
 
 __all__ = ["QuantizedParam", "Compressed"]
-
-
-# ----------------------------------------------------------------------------- compressed model
 
 
 @dataclass(frozen=True)
@@ -45,249 +66,6 @@ class QuantizedParam:
     table: Tensor
 
 
-@dataclass
-class _Group:
-    names: tuple[str, ...]
-    shape: torch.Size
-    numel: int
-    owner: tnn.Module  # a module holding it (tied ones share the packed buffer and table)
-    attr: str
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.owner._wsq_q[self.attr][2]  # live: .half() on the model changes it
-
-    def packed(self) -> Tensor:
-        return self.owner._buffers[self.attr + wnn._PACKED]
-
-    def table(self) -> Tensor:
-        return self.owner._buffers[self.attr + wnn._TABLE]
-
-    def bits(self) -> int:
-        return wnn.table_bits(self.table())
-
-    def dense(self) -> Tensor:
-        return self.owner.wsq_dequant(self.attr)
-
-
-def _narrow(
-    packed: Tensor, numel: int, bits: int, to_global: Tensor, codebook: Tensor, *, all_used: bool
-) -> tuple[Tensor, Tensor]:
-    """The same weights at the narrowest width: (packed, table).
-
-    `packed` holds `numel` indices at `bits`; index i stands for ``codebook[to_global[i]]``. The
-    result indexes only the codebook entries the tensor uses (ascending), at ceil(log2 of their
-    count) bits. With ``all_used`` every index of `to_global` is known to occur (no histogram pass).
-    """
-    to_global = to_global.to(device="cpu", dtype=torch.int64)
-    if all_used or numel == 0:
-        present = torch.ones(to_global.numel(), dtype=torch.bool)
-        if numel == 0:
-            present[1:] = False
-    else:
-        idx = ops.unpack(packed, numel, bits, torch.uint8 if bits <= 8 else torch.int32)
-        present = torch.bincount(idx, minlength=to_global.numel())[: to_global.numel()].cpu() > 0
-        del idx
-    used = torch.unique(to_global[present])  # sorted
-    local = torch.searchsorted(used, to_global).clamp_(max=used.numel() - 1).to(torch.int32)
-    out_bits = ops.bits_for(used.numel())
-    if out_bits == bits and torch.equal(local, torch.arange(local.numel(), dtype=torch.int32)):
-        out = packed
-    else:
-        out = ops.remap_packed(packed, numel, bits, local.to(packed.device), out_bits)
-    return out, ops.lut_table(codebook[used], out_bits).to(packed.device)
-
-
-def _nbytes(t: Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def _check_codebook(codebook, bits) -> tuple[Tensor, int]:
-    if not isinstance(codebook, Tensor) or not codebook.is_floating_point():
-        raise FormatError("codebook must be a floating-point tensor")
-    cb = codebook.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise FormatError(f"bits must be an int in 1..16, got {bits!r}")
-    n = cb.numel()
-    if not 1 <= n <= 1 << bits:
-        raise FormatError(f"codebook has {n} entries; {bits}-bit indices address 1..{1 << bits}")
-    if not bool(torch.isfinite(cb).all()):
-        raise FormatError("codebook holds NaN or Inf values")
-    if n > 1 and not bool((cb[1:] >= cb[:-1]).all()):
-        raise FormatError("codebook is not in ascending order")
-    return cb, bits
-
-
-def _resolve(model: tnn.Module, name: str) -> tuple[tnn.Module, str]:
-    path, _, attr = name.rpartition(".")
-    return (model.get_submodule(path) if path else model), attr
-
-
-def _assemble(
-    template: tnn.Module,
-    codebook: Tensor,
-    bits: int,
-    packed_by_name: Mapping[str, Tensor],
-    rest_state: Mapping[str, Tensor] | None,
-    *,
-    k: int | None,
-    lo: float | None,
-    hi: float | None,
-    skipped: list[tuple[str, str]],
-    narrowed: bool = False,
-) -> Compressed:
-    """Copy `template` without its compressed parameters, swap their owners to wsq modules, fill the
-    rest from `rest_state` (None: keep the template's values, as compress does).
-
-    With ``narrowed`` the values of `packed_by_name` are ``(packed, table)`` pairs already at each
-    tensor's own width (what wsq.core.streaming and the grid build one tensor at a time): they are
-    held as given, without a pass over the indices."""
-    if not isinstance(template, tnn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(template).__name__}")
-    codebook, bits = _check_codebook(codebook, bits)
-    lazy = [n for n, p in template.named_parameters(remove_duplicate=False) if _is_lazy(p)]
-    if lazy:
-        raise ValueError(f"parameters {_list(lazy)} of model are not initialised (lazy modules)")
-    if not isinstance(packed_by_name, Mapping):
-        raise TypeError("packed_by_name must be a mapping name -> uint8 tensor")
-    groups = _tie_groups(template)
-    group_of = {n: gi for gi, (names, _) in enumerate(groups) for n in names}
-    state_keys = list(template.state_dict(keep_vars=True).keys())
-
-    unexpected = [n for n in packed_by_name if n not in group_of]
-    chosen: dict[int, Tensor] = {}
-    for n, t in packed_by_name.items():
-        if n not in group_of:
-            continue
-        gi = group_of[n]
-        if gi in chosen:
-            raise FormatError(
-                f"{n}: packed indices given twice for one tied parameter ({groups[gi][0]})"
-            )
-        names, objs = groups[gi]
-        p = objs[0]
-        table = None
-        if narrowed:
-            t, table = t
-        if not isinstance(t, Tensor) or t.dtype != torch.uint8:
-            raise FormatError(f"{n}: packed indices must be a uint8 tensor")
-        if not p.is_floating_point():
-            raise FormatError(
-                f"{n}: model parameter is {p.dtype}, only floating-point ones are compressed"
-            )
-        width = bits if table is None else wnn.table_bits(table)
-        need = ops.packed_bytes(p.numel(), width)
-        if t.numel() != need:
-            raise FormatError(
-                f"{n}: {t.numel()} bytes of packed indices; shape {tuple(p.shape)} at {width} "
-                f"bits needs {need}"
-            )
-        # not a view of a 1-D tensor: a view keeps its base, and set_part's set_ on the buffer
-        # would then never free the first indices (a working copy held two sets of them)
-        flat = t if t.dim() == 1 else t.reshape(-1)
-        chosen[gi] = flat if table is None else (flat, table)
-    qnames = {n for gi in chosen for n in groups[gi][0]}
-    rest_keys = [n for n in state_keys if n not in qnames]
-    if rest_state is not None:
-        if not isinstance(rest_state, Mapping):
-            raise TypeError("rest_state must be a mapping name -> tensor")
-        missing = [n for n in rest_keys if n not in rest_state]
-        unexpected += [n for n in rest_state if n not in rest_keys]
-    else:
-        missing = []
-    if missing or unexpected:
-        msg = [f"missing: {_list(missing, 20)}"] if missing else []
-        msg += [f"unexpected: {_list(unexpected, 20)}"] if unexpected else []
-        raise FormatError("parameter names do not match the model; " + "; ".join(msg))
-    if not chosen:
-        raise FormatError("no compressed parameters given")
-
-    memo = {id(o): None for gi in chosen for o in groups[gi][1]}
-    model = copy.deepcopy(template, memo)
-    state = wnn.ModelState()
-    identity = torch.arange(codebook.numel())
-    owners: dict[int, tuple[tnn.Module, dict]] = {}
-    out_groups: list[_Group] = []
-    for gi in sorted(chosen):
-        names, objs = groups[gi]
-        p = objs[0]
-        src = chosen[gi][0] if narrowed else chosen[gi]
-        dev = src.device if p.is_meta else p.device
-        # each tensor at the width of the values it uses; tied owners share both tensors
-        if narrowed:
-            packed, table = (t.to(dev) for t in chosen[gi])
-        else:
-            packed, table = _narrow(
-                chosen[gi].to(dev), p.numel(), bits, identity, codebook, all_used=False
-            )
-        chosen[gi] = None  # the caller's copy may go as soon as the model holds its own
-        first = None
-        for n in names:
-            mod, attr = _resolve(model, n)
-            slot = owners.setdefault(id(mod), (mod, {}))[1]
-            slot[attr] = (packed, table, p.shape, p.dtype, dev)
-            if first is None:
-                first = (mod, attr)
-        out_groups.append(_Group(tuple(names), p.shape, p.numel(), first[0], first[1]))
-    for mod, attrs in owners.values():
-        devs = {v[4] for v in attrs.values()}
-        if len(devs) > 1:
-            raise ValueError(
-                f"{type(mod).__name__} holds compressed parameters on several devices: {devs}"
-            )
-        # the deep copy left None where the compressed Parameters were: nothing dense is kept
-        wnn.quantize_module_(
-            mod,
-            {a: v[0] for a, v in attrs.items()},
-            {a: v[1] for a, v in attrs.items()},
-            state,
-            dtypes={a: v[3] for a, v in attrs.items()},
-            shapes={a: v[2] for a, v in attrs.items()},
-        )
-    if rest_state is not None:
-        _load_rest(model, rest_keys, rest_state)
-    meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if meta:
-        raise ValueError(
-            f"tensors {_list(meta)} are still on the meta device (not part of the state_dict, e.g. "
-            "non-persistent buffers): pass a model instance on a real device"
-        )
-    return Compressed(
-        model=model, state=state, groups=out_groups, rest_names=rest_keys, state_keys=state_keys,
-        k=k, lo=lo, hi=hi, skipped=list(skipped),
-    )  # fmt: skip
-
-
-def _load_rest(model: tnn.Module, keys: list[str], rest_state: Mapping[str, Tensor]) -> None:
-    current = model.state_dict(keep_vars=True)
-    replaced: dict[int, Tensor] = {}  # meta tensor -> its materialised replacement (keeps ties)
-    with torch.no_grad():
-        for n in keys:
-            v, t = rest_state[n], current[n]
-            if not isinstance(v, Tensor):
-                raise FormatError(f"{n}: expected a tensor, got {type(v).__name__}")
-            if tuple(v.shape) != tuple(t.shape):
-                raise FormatError(
-                    f"{n}: shape {tuple(v.shape)} given, the model has {tuple(t.shape)}"
-                )
-            if not t.is_meta:
-                t.copy_(v)
-                continue
-            mod, attr = _resolve(model, n)
-            new = replaced.get(id(t))
-            if new is None:
-                data = v.detach().to(dtype=t.dtype).clone()
-                if attr in mod._parameters:
-                    new = tnn.Parameter(data, requires_grad=t.requires_grad)
-                else:
-                    new = data
-                replaced[id(t)] = new
-            if attr in mod._parameters:
-                mod._parameters[attr] = new
-            else:
-                mod._buffers[attr] = new
-
-
 class Compressed:
     """A model whose pooled parameters are indices into one shared codebook.
 
@@ -299,7 +77,7 @@ class Compressed:
     def __init__(self, *, model, state, groups, rest_names, state_keys, k, lo, hi, skipped) -> None:
         self.model: tnn.Module = model
         self._state: wnn.ModelState = state
-        self._groups: list[_Group] = groups
+        self._groups: list[HeldTensor] = groups
         self._rest_names: list[str] = rest_names
         self._state_keys: list[str] = state_keys
         self.k: int | None = k
@@ -389,6 +167,27 @@ class Compressed:
         )
 
     @classmethod
+    def assemble(
+        cls,
+        template: tnn.Module,
+        codebook: Tensor,
+        bits: int,
+        packed_by_name: Mapping,
+        rest_state: Mapping[str, Tensor] | None,
+        *,
+        k: int | None,
+        lo: float | None,
+        hi: float | None,
+        skipped: list[tuple[str, str]],
+        narrowed: bool = False,
+    ) -> Compressed:
+        """What every builder (wsq.compress, the grid, merge, wsq.load) makes: `template` copied with
+        its pooled parameters held by wsq layers (wsq.compressed.assemble.assemble says how);
+        k / lo / hi: the binning that made `codebook` (None when unknown), skipped: the pool's."""
+        parts = assemble(template, codebook, bits, packed_by_name, rest_state, narrowed=narrowed)
+        return cls(**parts, k=k, lo=lo, hi=hi, skipped=list(skipped))
+
+    @classmethod
     def from_parts(
         cls,
         model: tnn.Module,
@@ -417,7 +216,7 @@ class Compressed:
         """
         if rest_state is None:
             raise TypeError("rest_state must be a mapping name -> tensor, got None")
-        return _assemble(
+        return cls.assemble(
             model, codebook, bits, packed_by_name, rest_state, k=k, lo=lo, hi=hi, skipped=[]
         )
 
@@ -435,15 +234,15 @@ class Compressed:
         Raises:
             wsq.FormatError: names missing/unexpected, or a packed size that does not match.
         """
-        codebook, bits = _check_codebook(codebook, bits)
+        codebook, bits = check_codebook(codebook, bits)
         if not isinstance(packed_by_name, Mapping):
             raise TypeError("packed_by_name must be a mapping name -> uint8 tensor")
         names = [g.names[0] for g in self._groups]
         missing = [n for n in names if n not in packed_by_name]
         unexpected = [n for n in packed_by_name if n not in names]
         if missing or unexpected:
-            msg = [f"missing: {_list(missing, 20)}"] if missing else []
-            msg += [f"unexpected: {_list(unexpected, 20)}"] if unexpected else []
+            msg = [f"missing: {name_list(missing, 20)}"] if missing else []
+            msg += [f"unexpected: {name_list(unexpected, 20)}"] if unexpected else []
             raise FormatError(
                 "packed indices do not match the compressed parameters; " + "; ".join(msg)
             )
@@ -458,7 +257,7 @@ class Compressed:
                     f"at {bits} bits)"
                 )
             t = t.reshape(-1).to(g.packed().device)
-            narrowed[id(g)] = _narrow(t, g.numel, bits, identity, codebook, all_used=False)
+            narrowed[id(g)] = narrow(t, g.numel, bits, identity, codebook, all_used=False)
         return self._replaced(narrowed, k=None, lo=None, hi=None)
 
     def _replaced(self, narrowed: dict, *, k, lo, hi) -> Compressed:
@@ -472,7 +271,7 @@ class Compressed:
             memo[id(g.table())] = table
         model = copy.deepcopy(self.model, memo)
         groups = [
-            _Group(g.names, g.shape, g.numel, memo[id(g.owner)], g.attr) for g in self._groups
+            HeldTensor(g.names, g.shape, g.numel, memo[id(g.owner)], g.attr) for g in self._groups
         ]
         return Compressed(
             model=model, state=state, groups=groups, rest_names=list(self._rest_names),
@@ -538,16 +337,14 @@ class Compressed:
         """
         if coder not in ("auto", "ans", "huffman"):
             raise ValueError(f"coder must be 'auto', 'ans' or 'huffman', got {coder!r}")
-        from wsq.io import writer as wio
-
         key = ("file", coder)
         if key not in self._cache:
-            self._cache[key] = wio.file_size(self, coder)
+            self._cache[key] = file_size(self, coder)
         file_bytes = int(self._cache[key])
         key = ("streams", coder)
         if key not in self._cache:
-            self._cache[key] = wio.stream_bits(self, coder)
-        stream_bits = int(self._cache[key])
+            self._cache[key] = stream_bits(self, coder)
+        coded_bits = int(self._cache[key])
         n_weights = self.n_weights
         rest = self.rest_state()
         seen: set = set()
@@ -556,7 +353,7 @@ class Compressed:
             key = view_key(t)
             if key not in seen:
                 seen.add(key)
-                rest_bytes += _nbytes(t)
+                rest_bytes += nbytes(t)
         q_dense = sum(g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups)
         original = q_dense + rest_bytes
         return {
@@ -564,7 +361,7 @@ class Compressed:
             "n_bins": int(self.codebook.numel()),
             "bits_fixed": self.bits,
             "entropy_bound": self.entropy_bound(),
-            "bits_entropy": stream_bits / n_weights,
+            "bits_entropy": coded_bits / n_weights,
             "coder": coder,
             "original_bytes": original,
             "file_bytes": file_bytes,
@@ -591,9 +388,9 @@ class Compressed:
             if key in seen:
                 continue
             seen.add(key)
-            comp += _nbytes(t)
+            comp += nbytes(t)
             if id(t) not in lut_ids:
-                other += _nbytes(t)
+                other += nbytes(t)
         dense = other + sum(
             g.numel * torch.empty(0, dtype=g.dtype).element_size() for g in self._groups
         )

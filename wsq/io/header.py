@@ -1,82 +1,44 @@
-"""wsq files: entropy-coded weight-sharing models in a safetensors container.
+"""Reading a wsq file's header: every claim validated before anything sized by it is allocated.
 
-A wsq file is a valid safetensors file (``safetensors.safe_open(path, "pt")`` reads every tensor):
-
-- ``wsq.codebook``: the shared codebook, F32 (n,);
-- ``wsq.idx.<name>``: for each quantized parameter (``name`` = its canonical name), its coded index
-  stream as a U8 (bytes,) tensor (a self-describing wsq.entropy stream: coder id, counts, payload);
-- every other parameter and buffer as a plain tensor under its original name, dtype preserved;
-- ``__metadata__["wsq"]``: one JSON string holding the format name and version, n, bits, k, lo, hi,
-  the codebook's CRC32, per quantized parameter its canonical name, tied names, shape, original
-  dtype, numel, coder, stream length and stream CRC32, and the CRC32 of every plain tensor;
-- ``__metadata__["wsq_crc32"]``: CRC32 (8 hex digits) of the canonical JSON form of the whole header
-  without this key, so a corrupted shape, name, offset or range is caught, not only corrupted data.
-
-Writes are deterministic (header keys sorted, compact JSON, data laid out by decreasing item size
-then name so every tensor is aligned to its item size) and atomic (temp file in the target directory,
-fsync, os.replace). Reading validates everything before allocating anything sized by the file's
-claims: header bounds, JSON schema, dtypes, shapes against byte ranges, byte ranges tiling the data
-area exactly, the metadata against the tensor table, checksums, and shapes against the target model
-(or an element cap) before any stream is decoded. Every defect raises :class:`wsq.FormatError`
-naming the tensor or field. No pickle, no torch.load.
+The format itself (and what each field means) is described in wsq.container. Reading validates
+header bounds, JSON schema, dtypes, shapes against byte ranges, byte ranges tiling the data area
+exactly, the metadata against the tensor table and the checksums; every defect raises
+:class:`wsq.FormatError` naming the tensor or field.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
-import stat
-import sys
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from wsq.container import (
+    CODERS,
+    CRC_KEY,
+    DTYPES,
+    FORMAT,
+    MAX_DIM,
+    MAX_HEADER,
+    MAX_N,
+    MAX_NDIM,
+    META_KEY,
+    QUANT_DTYPES,
+    STREAM_PREFIX,
+    VERSION,
+    header_crc,
+    itemsize,
+    short_repr,
+)
 from wsq.errors import FormatError
 
-FORMAT = "wsq"
-VERSION = 1
-CODEBOOK = "wsq.codebook"
-STREAM_PREFIX = "wsq.idx."
-META_KEY = "wsq"
-CRC_KEY = "wsq_crc32"
-MAX_HEADER = 100 * 1024 * 1024  # safetensors' cap
-MAX_NDIM = 64
-MAX_DIM = 1 << 62
-MAX_N = 65536
-CODERS = ("huffman", "ans")
 # Default cap on decoded elements for load_state_dict: a constant tensor codes to a few bytes, so
 # the file size alone cannot honestly bound what a valid stream decodes to; this allows 1024
 # elements per file byte (< 0.008 bits per weight) plus a fixed 16M, and callers can raise it.
 _CAP_FLOOR = 1 << 24
 _CAP_PER_BYTE = 1024
 
-_DTYPES: dict[str, torch.dtype] = {
-    name: getattr(torch, attr)
-    for name, attr in (
-        ("F64", "float64"),
-        ("F32", "float32"),
-        ("F16", "float16"),
-        ("BF16", "bfloat16"),
-        ("I64", "int64"),
-        ("I32", "int32"),
-        ("I16", "int16"),
-        ("I8", "int8"),
-        ("U8", "uint8"),
-        ("U16", "uint16"),  # the wider unsigned types and float8 exist in recent torch only
-        ("U32", "uint32"),
-        ("U64", "uint64"),
-        ("BOOL", "bool"),
-        ("F8_E4M3", "float8_e4m3fn"),
-        ("F8_E5M2", "float8_e5m2"),
-    )
-    if hasattr(torch, attr)
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
-_QUANT_DTYPES = ("F64", "F32", "F16", "BF16")
+
 _META_FIELDS = {
     "format",
     "version",
@@ -94,43 +56,6 @@ _Q_FIELDS = {"name", "names", "shape", "dtype", "numel", "coder", "bytes", "crc3
 _T_FIELDS = {"dtype", "shape", "data_offsets"}
 
 
-@functools.cache
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _little_endian_only() -> None:
-    if sys.byteorder != "little":  # the container is little-endian; no byte swapping is implemented
-        raise NotImplementedError(
-            "wsq files are little-endian; this big-endian host is not supported"
-        )
-
-
-# ============================================================================ canonical JSON
-
-
-def _dumps(obj: Any) -> str:
-    """The one serialisation wsq writes and checksums: sorted keys, compact, ASCII, no NaN."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-def _header_crc(header: dict) -> str:
-    meta = {k: v for k, v in header["__metadata__"].items() if k != CRC_KEY}
-    body = dict(header, __metadata__=meta)
-    return format(zlib.crc32(_dumps(body).encode("ascii")), "08x")
-
-
-def _header_bytes(header: dict) -> bytes:
-    """Serialise a header (adding its CRC) padded with spaces to a multiple of 8 bytes."""
-    header = dict(header, __metadata__=dict(header["__metadata__"]))
-    header["__metadata__"].pop(CRC_KEY, None)
-    header["__metadata__"][CRC_KEY] = _header_crc(header)
-    raw = _dumps(header).encode("ascii")
-    return raw + b" " * (-len(raw) % 8)
-
-
 class _Json:
     """json.loads hooks that refuse what Python's parser would quietly accept."""
 
@@ -141,7 +66,7 @@ class _Json:
         out: dict = {}
         for k, v in pairs:
             if k in out:
-                raise FormatError(f"{self.where}: duplicate key {_short(k)}")
+                raise FormatError(f"{self.where}: duplicate key {short_repr(k)}")
             out[k] = v
         return out
 
@@ -151,7 +76,7 @@ class _Json:
     def number(self, s: str) -> float:
         v = float(s)
         if not math.isfinite(v):  # e.g. 1e999: JSON has no infinities
-            raise FormatError(f"{self.where}: number {_short(s)} overflows a float")
+            raise FormatError(f"{self.where}: number {short_repr(s)} overflows a float")
         return v
 
     def integer(self, s: str) -> int:
@@ -171,12 +96,9 @@ class _Json:
         except FormatError:
             raise
         except (ValueError, RecursionError) as e:
-            raise FormatError(f"{self.where} is not valid JSON: {_short(str(e), 120)}") from None
-
-
-def _short(v: Any, limit: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= limit else r[: limit - 3] + "..."
+            raise FormatError(
+                f"{self.where} is not valid JSON: {short_repr(str(e), 120)}"
+            ) from None
 
 
 # ============================================================================ field checks
@@ -188,7 +110,7 @@ def _fail(where: str, defect: str) -> FormatError:
 
 def _int(v: Any, where: str, lo: int, hi: int) -> int:
     if type(v) is not int:
-        raise _fail(where, f"expected an integer, got {_short(v)}")
+        raise _fail(where, f"expected an integer, got {short_repr(v)}")
     if not lo <= v <= hi:
         raise _fail(where, f"{v} is outside [{lo}, {hi}]")
     return v
@@ -196,7 +118,7 @@ def _int(v: Any, where: str, lo: int, hi: int) -> int:
 
 def _str(v: Any, where: str) -> str:
     if type(v) is not str or not v:
-        raise _fail(where, f"expected a non-empty string, got {_short(v)}")
+        raise _fail(where, f"expected a non-empty string, got {short_repr(v)}")
     return v
 
 
@@ -214,7 +136,9 @@ def _keys(d: Any, where: str, fields: set[str]) -> dict:
 
 def _shape(v: Any, where: str) -> tuple[int, ...]:
     if type(v) is not list or len(v) > MAX_NDIM:
-        raise _fail(where, f"shape must be a list of at most {MAX_NDIM} integers, got {_short(v)}")
+        raise _fail(
+            where, f"shape must be a list of at most {MAX_NDIM} integers, got {short_repr(v)}"
+        )
     return tuple(_int(d, f"{where} shape[{i}]", 0, MAX_DIM) for i, d in enumerate(v))
 
 
@@ -230,7 +154,7 @@ def _float_or_none(v: Any, where: str) -> float | None:
     if v is None:
         return None
     if type(v) not in (int, float) or not math.isfinite(v):
-        raise _fail(where, f"expected a finite number or null, got {_short(v)}")
+        raise _fail(where, f"expected a finite number or null, got {short_repr(v)}")
     return float(v)
 
 
@@ -272,15 +196,6 @@ class _Header:
     codebook_crc32: int
     quantized: tuple[_QEntry, ...]
     plain: dict[str, int]  # name -> crc32
-
-
-def _regular_file(path: str) -> int:
-    st = os.stat(path)
-    if stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"path {path!r} is a directory, not a wsq file")
-    if not stat.S_ISREG(st.st_mode):  # FIFOs and devices could block or never end
-        raise ValueError(f"path {path!r} is not a regular file")
-    return st.st_size
 
 
 def _not_wsq(path: str, why: str) -> FormatError:
@@ -347,12 +262,14 @@ def _read_header(f, path: str, size: int) -> _Header:
                 f"{where}: __metadata__[{key!r}] must be a string, got {type(v).__name__}"
             )
     try:
-        crc = _header_crc(header)
+        crc = header_crc(header)
     except (ValueError, RecursionError) as e:  # e.g. nesting deeper than the encoder allows
-        raise FormatError(f"{where}: header cannot be checksummed ({_short(str(e), 80)})") from None
+        raise FormatError(
+            f"{where}: header cannot be checksummed ({short_repr(str(e), 80)})"
+        ) from None
     if md[CRC_KEY] != crc:
         raise FormatError(
-            f"{where}: header checksum {CRC_KEY} mismatch (stored {_short(md[CRC_KEY])}, "
+            f"{where}: header checksum {CRC_KEY} mismatch (stored {short_repr(md[CRC_KEY])}, "
             f"computed {crc}): the header is corrupted"
         )
 
@@ -413,17 +330,17 @@ def _tensor_table(header: dict, where: str, data_len: int) -> dict[str, _Tensor]
             raise FormatError(f"{where}: a tensor has an empty name")
         _keys(e, tw, _T_FIELDS)
         dt = e["dtype"]
-        if type(dt) is not str or dt not in _DTYPES:
-            raise _fail(tw, f"unknown dtype {_short(dt)}")
+        if type(dt) is not str or dt not in DTYPES:
+            raise _fail(tw, f"unknown dtype {short_repr(dt)}")
         shape = _shape(e["shape"], tw)
         off = e["data_offsets"]
         if type(off) is not list or len(off) != 2:
-            raise _fail(tw, f"data_offsets must be a list of 2 integers, got {_short(off)}")
+            raise _fail(tw, f"data_offsets must be a list of 2 integers, got {short_repr(off)}")
         start = _int(off[0], f"{tw} data_offsets[0]", 0, data_len)
         end = _int(off[1], f"{tw} data_offsets[1]", 0, data_len)
         if end < start:
             raise _fail(tw, f"data_offsets end {end} is before start {start}")
-        nbytes = _numel(shape) * _itemsize(_DTYPES[dt])
+        nbytes = _numel(shape) * itemsize(DTYPES[dt])
         if nbytes != end - start:
             raise _fail(
                 tw,
@@ -461,13 +378,13 @@ def _metadata(
     if meta.get("format") != FORMAT:
         raise _fail(
             f"{mw} field 'format'",
-            f"expected {FORMAT!r}, got {_short(meta.get('format'))} (not a wsq file)",
+            f"expected {FORMAT!r}, got {short_repr(meta.get('format'))} (not a wsq file)",
         )
     version = meta.get("version")
     if type(version) is not int or version != VERSION:
         raise _fail(
             f"{mw} field 'version'",
-            f"unsupported version {_short(version)} (this wsq reads {VERSION})",
+            f"unsupported version {short_repr(version)} (this wsq reads {VERSION})",
         )
     _keys(meta, mw, _META_FIELDS)
     n = _int(meta["n"], f"{mw} field 'n'", 1, MAX_N)
@@ -505,7 +422,8 @@ def _metadata(
         names = q["names"]
         if type(names) is not list or not names:
             raise _fail(
-                f"{qw} field 'names'", f"expected a non-empty list of names, got {_short(names)}"
+                f"{qw} field 'names'",
+                f"expected a non-empty list of names, got {short_repr(names)}",
             )
         names = tuple(_str(s, f"{qw} field 'names'") for s in names)
         if name not in names:
@@ -518,8 +436,8 @@ def _metadata(
             seen_state[s] = f"quantized tensor {name!r}"
         shape = _shape(q["shape"], f"{qw} field 'shape'")
         dt = q["dtype"]
-        if type(dt) is not str or dt not in _QUANT_DTYPES:
-            raise _fail(f"{qw} field 'dtype'", f"unknown or non-float dtype {_short(dt)}")
+        if type(dt) is not str or dt not in QUANT_DTYPES:
+            raise _fail(f"{qw} field 'dtype'", f"unknown or non-float dtype {short_repr(dt)}")
         numel = _int(q["numel"], f"{qw} field 'numel'", 0, MAX_DIM)
         if numel != _numel(shape):
             raise _fail(
@@ -528,7 +446,8 @@ def _metadata(
         coder = q["coder"]
         if type(coder) is not str or coder not in CODERS:
             raise _fail(
-                f"{qw} field 'coder'", f"unknown coder {_short(coder)} (known: {', '.join(CODERS)})"
+                f"{qw} field 'coder'",
+                f"unknown coder {short_repr(coder)} (known: {', '.join(CODERS)})",
             )
         nbytes = _int(q["bytes"], f"{qw} field 'bytes'", 0, MAX_DIM)
         crc = _crc(q["crc32"], f"{qw} field 'crc32'")
@@ -565,8 +484,8 @@ def _metadata(
         raise FormatError(
             f"{where}: the tensor table does not match the metadata: "
             + "; ".join(
-                ([f"missing tensor(s) {_short(missing, 200)}"] if missing else [])
-                + ([f"undeclared tensor(s) {_short(extra, 200)}"] if extra else [])
+                ([f"missing tensor(s) {short_repr(missing, 200)}"] if missing else [])
+                + ([f"undeclared tensor(s) {short_repr(extra, 200)}"] if extra else [])
             )
         )
     return _Header(
