@@ -7,7 +7,7 @@ merged models' wsq files with that coder). Rows before entropy coding are sized 
 the paper's fixed-length form (indices packed at ceil(log2 n) bits), the others as wsq files.
 Also: NSGA-II against the sweep strategy at the same number of evaluations (hypervolume).
 
-Beyond the paper (wsq.grid, public as wsq.tune): one shared grid with a per-tensor step from measured sensitivities,
+Beyond the paper (wsq.core.grid, public as wsq.tune): one shared grid with a per-tensor step from measured sensitivities,
 the scale tuned by bisection on the decision metric; optionally rate-aware assignment.
 """
 
@@ -23,7 +23,7 @@ import torch
 from _results_peers import dense_file_bytes, original_bytes, packed_file_bytes
 
 import wsq
-from wsq import grid
+from wsq.core import grid
 
 
 def _eval(fn, model) -> float:
@@ -206,7 +206,7 @@ def _range_row(method, pts, bits_key, bytes_key, cr_key, time_s) -> dict:
 
 
 def sensitivity_steps(task, cfg: dict, directory: str, log=print) -> dict:
-    """wsq.grid on `task`: probe, then per variant (rate-aware strength rd) tune the scale to the
+    """wsq.core.grid on `task`: probe, then per variant (rate-aware strength rd) tune the scale to the
     tolerance on the decision data; the best variant gets a small front over scales."""
     model, tol = task.model, task.tolerance_search
     out: dict = {"variants": {}}

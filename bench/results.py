@@ -292,7 +292,7 @@ def markdown(name, task, cfg, paper, sens, peers, ctimes, checks, total_s, quick
     L.append(f"\nReference point (drop, bits): ({hv['ref'][0]:.4g}, {hv['ref'][1]:.4g}).")
     L += [
         "",
-        "## Beyond the paper: sensitivity-aware steps on one shared grid (wsq.tune, wsq.grid)",
+        "## Beyond the paper: sensitivity-aware steps on one shared grid (wsq.tune, wsq.core.grid)",
         "",
     ]
     if sens.get("headline"):

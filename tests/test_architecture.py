@@ -151,7 +151,7 @@ LAYERS = [
     ["wsq.kernels", "wsq.ops"],
     ["wsq._info", "wsq.nn", "wsq.entropy", "wsq.container"],
     ["wsq.compressed"],
-    ["wsq.core", "wsq.grid", "wsq.io"],
+    ["wsq.core", "wsq.io"],
     ["wsq.from_checkpoint"],
     ["wsq.search"],
     ["wsq"],

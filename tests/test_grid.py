@@ -1,4 +1,4 @@
-"""wsq.grid (wsq.tune) and wsq.search(method="grid"): one shared grid, per-tensor steps."""
+"""wsq.core.grid (wsq.tune) and wsq.search(method="grid"): one shared grid, per-tensor steps."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from test_results import _Net  # the two-layer toy with an outlier
 from torch import nn
 
 import wsq
-from wsq import grid
+from wsq.core import grid
 
 
 def test_grid_quantizer_matches_rounding_and_saves(tmp_path):

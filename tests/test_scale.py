@@ -100,8 +100,8 @@ def test_checkpoint_file_is_byte_identical_uniform(tmp_path, shards, k):
 def test_checkpoint_file_is_byte_identical_grid_and_range(tmp_path):
     m = _model(1)
     ckpt = _save_checkpoint(m, tmp_path)
-    gq = wsq.grid.GridQuantizer(m)
-    plan = wsq.grid.GridPlan(0.01, tuple(range(1, len(gq.entries) + 1)), rd=1.0)
+    gq = wsq.core.grid.GridQuantizer(m)
+    plan = wsq.core.grid.GridPlan(0.01, tuple(range(1, len(gq.entries) + 1)), rd=1.0)
     wsq.save(gq.compress(gq.quantize(plan)), tmp_path / "mem.wsq")
     compress_checkpoint(ckpt, _meta(), plan, out=tmp_path / "ckpt.wsq")
     assert (tmp_path / "ckpt.wsq").read_bytes() == (tmp_path / "mem.wsq").read_bytes()
@@ -354,7 +354,7 @@ def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
     from wsq.search import grid as sgrid
 
     m = _model()
-    gq = wsq.grid.GridQuantizer(m)
+    gq = wsq.core.grid.GridQuantizer(m)
     space = sgrid.GridSpace(("scale",), 0.05, 1.0)
     runner = sgrid.GridCandidates(gq, [1.0] * len(gq.entries), space, lambda model: 2.0, "auto")
     dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
@@ -378,7 +378,7 @@ def test_tune_does_not_try_candidates_too_fine_to_hold_in_memory(monkeypatch):
 
     m = _model()
     monkeypatch.setattr(grid_quant, "WORK_FRACTION", 0.02)  # about 0.6 bits per weight
-    gq = wsq.grid.GridQuantizer(m)
+    gq = wsq.core.grid.GridQuantizer(m)
     dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
     assert gq.work_budget() == pytest.approx(0.02 * dense)
     calls = []

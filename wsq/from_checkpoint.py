@@ -142,7 +142,7 @@ def compress_checkpoint(
         model: the architecture, ideally built under :func:`empty_parameters` (parameters on the
             meta device, buffers real); it is not modified.
         method: an int k (uniform binning into k bins: ``wsq.compress(model, k, lo=, hi=)``) or a
-            ``wsq.grid.GridPlan`` (the grid at given steps: ``GridQuantizer.compress``). A tune
+            ``wsq.core.grid.GridPlan`` (the grid at given steps: ``GridQuantizer.compress``). A tune
             needs a runnable model to evaluate and is refused (TypeError).
         out: when given, the compressed model is also saved there (``wsq.save``, `coder`).
         lo, hi: the uniform range (default: the checkpoint's pooled range), k only.
@@ -163,7 +163,7 @@ def compress_checkpoint(
     is_k = isinstance(method, int) and not isinstance(method, bool)
     if not is_k and not isinstance(method, GridPlan):
         raise TypeError(
-            "method must be an int k (uniform bins) or a wsq.grid.GridPlan (the grid at given "
+            "method must be an int k (uniform bins) or a wsq.core.grid.GridPlan (the grid at given "
             f"steps), got {type(method).__name__}; tuning (wsq.tune, wsq.search) evaluates the "
             "model and needs it materialised: load the checkpoint into the model first"
         )

@@ -176,7 +176,7 @@ def _memory(c) -> dict:
 
 
 def _probe(spec, ctx, gq, who: str, say):
-    """Each pooled tensor's sensitivity (wsq.grid.probe_sensitivity) with the SPEC's probe, or
+    """Each pooled tensor's sensitivity (wsq.core.grid.probe_sensitivity) with the SPEC's probe, or
     its evaluate when it has none."""
     from wsq.core import grid
 

@@ -7,7 +7,7 @@ Lloyd / k-means on the tensor, exact), and to choose the widths b_t where the me
 
 * tables: for each pooled tensor and each width b in [min_bits, max_bits], exact 1-D Lloyd with
   2**b centers (:func:`lloyd1d`: one sort, then O(k log N) per iteration from prefix sums);
-* sensitivities: as the grid method measures them (wsq.grid.probe_sensitivity: one evaluation
+* sensitivities: as the grid method measures them (wsq.core.grid.probe_sensitivity: one evaluation
   per tensor, the tensor alone rounded at a probe step); the predicted metric drop of tensor t at
   width b is ``12 s_t sse_t(b) / n_t`` (s_t is the drop per step^2 of a rounding whose mean squared
   error is step^2 / 12);
@@ -177,7 +177,7 @@ def lloyd_tables(
     Either every tensor at ``bits`` (2**bits Lloyd centers each), or widths chosen per tensor so
     that the model holds at most ``budget`` bits per pooled weight in memory (indices plus tables,
     as ``stats()["bits_memory"]`` counts them), spending them where ``evaluate`` (probed once per
-    tensor; or given ``sensitivities`` from wsq.grid.probe_sensitivity) says the metric is
+    tensor; or given ``sensitivities`` from wsq.core.grid.probe_sensitivity) says the metric is
     sensitive. ``model`` is not modified (the probe rounds one tensor at a time and restores it).
 
     The probe measures each tensor at one small error and the allocation extrapolates linearly, so

@@ -1,6 +1,6 @@
 """``wsq.search(model, evaluate, method="grid")``: NSGA-II over the grid method's variables.
 
-The grid method (wsq.grid) has two knobs after its one-off probe of per-tensor sensitivities: the
+The grid method (wsq.core.grid) has two knobs after its one-off probe of per-tensor sensitivities: the
 step scale c (``step_t = c sqrt(n_t / s_t)``) and the rate-aware rounding strength rd. Both are
 encoded as integers so the search shares the uniform method's NSGA-II driver, cache and result:
 

@@ -36,7 +36,7 @@ class Solution:
             ``SearchResult.compress(i).stats()["cr"]`` to within about 0.1% on small models.
         generation: the generation (sweep: the batch) in which it was first evaluated.
         x: the integer decision vector (the cache key), in the search's variable order.
-        method: "uniform" (k equal bins) or "grid" (wsq.grid: per-tensor steps on one shared
+        method: "uniform" (k equal bins) or "grid" (wsq.core.grid: per-tensor steps on one shared
             grid; k is 0 and lo/hi NaN there, the candidate is set by scale and rd instead).
         scale, rd: "grid" only (NaN otherwise): the step scale c of ``step_t = c sqrt(n_t /
             s_t)`` (weight units) and the rate-aware rounding strength.

@@ -241,7 +241,7 @@ def search(
     writes every weight's bin mean into one working copy of the model (in place, one fused pass),
     and scores it with ``evaluate``. ``model`` itself is never modified.
 
-    With ``method="grid"`` the candidates are wsq.grid's per-tensor steps on one shared grid
+    With ``method="grid"`` the candidates are wsq.core.grid's per-tensor steps on one shared grid
     instead (see wsq.tune and wsq.search.grid): the pooled tensors are probed once, then NSGA-II
     searches the step scale and the rate-aware strength rd (variables ("scale", "rd"), the
     default there, or ("scale",) with ``rd`` fixed). It runs in this process: executor,
