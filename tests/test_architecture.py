@@ -147,7 +147,7 @@ def test_no_import_cycles():
 # The stages bottom up (docs/architecture.md): a module may import its own layer or lower ones, never
 # a higher one. Longest matching prefix wins; the public aliases sit with what they alias.
 LAYERS = [
-    ["wsq._spec", "wsq.errors", "wsq.metrics", "wsq.reference"],
+    ["wsq._spec", "wsq.errors", "wsq.checks", "wsq.metrics", "wsq.reference"],
     ["wsq.kernels", "wsq.ops"],
     ["wsq._info", "wsq.nn", "wsq.entropy", "wsq.container"],
     ["wsq.compressed"],
@@ -157,6 +157,7 @@ LAYERS = [
     ["wsq"],
     ["wsq.examples", "wsq.cli"],
 ]
+
 
 def _layer(mod: str) -> int:
     best = max(
@@ -190,3 +191,62 @@ def test_product_does_not_import_the_oracle():
 def test_module_size(path):
     n = len(path.read_text().splitlines())
     assert n <= 620, f"{path.relative_to(ROOT.parent)} has {n} lines (limit ~600): split it"
+
+
+def _package(mod: str, modules) -> str:
+    return mod if modules[mod].name == "__init__.py" else mod.rpartition(".")[0]
+
+
+def private_imports(root: pathlib.Path = ROOT) -> list[str]:
+    """``from wsq.x import _name`` and ``mod._name`` (mod a wsq module bound by an import) where the
+    importer sits in another package than the name: a private name is its package's own business.
+    The compiled modules (wsq._C, wsq._cuda) are private by name and loaded by wsq.kernels only."""
+    modules = _modules(root)
+    out = []
+    for mod, path in modules.items():
+        here = _package(mod, modules)
+        aliases: dict[str, str] = {}
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsq"):
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    if sub in modules:
+                        aliases[a.asname or a.name] = sub
+                    elif _private(a.name) and sub not in EXTENSIONS:
+                        owner = _resolve(node.module, modules)
+                        if owner is not None and _package(owner, modules) != here:
+                            out.append(f"{mod}: from {node.module} import {a.name}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("wsq.") and a.asname and a.name in modules:
+                        aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _private(node.attr)
+            ):
+                owner = aliases[node.value.id]
+                if _package(owner, modules) != here:
+                    out.append(f"{mod}: {owner}.{node.attr}")
+    return sorted(set(out))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_checker_sees_private_names(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "__init__.py").write_text("")
+    (tmp_path / "p" / "a.py").write_text("def _f():\n    pass\n_X = 1\n")
+    (tmp_path / "p" / "b.py").write_text("from wsq.p.a import _f\n")  # same package: its own
+    (tmp_path / "c.py").write_text("from wsq.p.a import _f\nfrom wsq.p import a as m\nm._X\n")
+    assert private_imports(tmp_path) == ["wsq.c: from wsq.p.a import _f", "wsq.c: wsq.p.a._X"]
+
+
+def test_no_private_names_across_packages():
+    found = private_imports()
+    assert not found, "private names used outside their package: " + "; ".join(found)

@@ -170,10 +170,10 @@ def compress_checkpoint(
     if not is_k and (lo is not None or hi is not None):
         raise ValueError("lo and hi apply to uniform binning (an int method) only")
     if is_k:
-        from wsq.core.binning import _check_bound, _check_k
+        from wsq.core.binning import check_bound, check_k
 
-        _check_k(method)
-        lo, hi = _check_bound("lo", lo), _check_bound("hi", hi)
+        check_k(method)
+        lo, hi = check_bound("lo", lo), check_bound("hi", hi)
         if lo is not None and hi is not None and not lo < hi:
             raise ValueError(f"lo must be < hi, got lo={lo}, hi={hi}")
     reader = CheckpointReader(checkpoint)

@@ -61,11 +61,12 @@ __all__ = [
     "table_bits",
     "held_bytes",
     "held_width",
+    "table_size", "PACKED_SUFFIX", "TABLE_SUFFIX",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_TABLE = "_table"
-_PACKED = "_packed"
+TABLE_SUFFIX = "_table"
+PACKED_SUFFIX = "_packed"
 
 
 # table length -> index width; a dict lookup (not int.bit_length) so torch.compile on torch 2.4
@@ -170,19 +171,19 @@ class _Quantized:
 
     def wsq_bits(self, attr: str) -> int:
         """Index width of compressed attribute `attr` (1..16)."""
-        return table_bits(self._buffers[attr + _TABLE])
+        return table_bits(self._buffers[attr + TABLE_SUFFIX])
 
     def wsq_dequant(self, attr: str) -> Tensor:
         """The dense value of compressed attribute `attr`: original shape, compute dtype."""
         shape, numel, dtype = self._wsq_q[attr]
-        packed = self._buffers[attr + _PACKED]
-        table = self._buffers[attr + _TABLE]
+        packed = self._buffers[attr + PACKED_SUFFIX]
+        table = self._buffers[attr + TABLE_SUFFIX]
         if dtype in _KERNEL_DTYPES:
             return ops.dequant(packed, numel, table_bits(table), table, dtype, shape=shape)
         return ops.dequant(packed, numel, table_bits(table), table, shape=shape).to(dtype)
 
     def _wsq_buffer_names(self) -> list[str]:
-        return [a + s for a in sorted(self._wsq_q) for s in (_PACKED, _TABLE)]
+        return [a + s for a in sorted(self._wsq_q) for s in (PACKED_SUFFIX, TABLE_SUFFIX)]
 
     def _apply(self, fn, recurse: bool = True):
         names = self._wsq_buffer_names()
@@ -195,7 +196,7 @@ class _Quantized:
             _reorder(self._buffers, order)
             raise
         for n, t in held.items():
-            self._buffers[n] = self._wsq_state._move(fn, t, is_table=n.endswith(_TABLE))
+            self._buffers[n] = self._wsq_state._move(fn, t, is_table=n.endswith(TABLE_SUFFIX))
         _reorder(self._buffers, order)
         dev = self._buffers[names[0]].device
         for q in self._wsq_q.values():
@@ -215,7 +216,7 @@ class _Quantized:
         loads = {}
         bad = False
         for a in sorted(self._wsq_q):
-            kp, kt = prefix + a + _PACKED, prefix + a + _TABLE
+            kp, kt = prefix + a + PACKED_SUFFIX, prefix + a + TABLE_SUFFIX
             has_p, has_t = kp in state_dict, kt in state_dict
             if not has_p and not has_t:
                 if strict:
@@ -252,16 +253,16 @@ class _Quantized:
             return
         with torch.no_grad():
             for a, (packed, table) in loads.items():
-                _assign(self._buffers, a + _PACKED, packed)
-                _assign(self._buffers, a + _TABLE, table)
+                _assign(self._buffers, a + PACKED_SUFFIX, packed)
+                _assign(self._buffers, a + TABLE_SUFFIX, table)
         self._wsq_state.version += 1
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         parts = []
         for a, (s, _, d) in self._wsq_q.items():
-            t = self._buffers[a + _TABLE]
-            n = _table_size(t)
+            t = self._buffers[a + TABLE_SUFFIX]
+            n = table_size(t)
             parts.append(
                 f"{a}={'x'.join(map(str, s)) or 'scalar'} {str(d).replace('torch.', '')} as "
                 f"{table_bits(t)}-bit indices into {n} shared values"
@@ -289,7 +290,7 @@ def _assign(buffers: dict, name: str, src: Tensor) -> None:
         dst.set_(src.to(device=dst.device, dtype=dst.dtype).clone())
 
 
-def _table_size(t: Tensor) -> int:
+def table_size(t: Tensor) -> int:
     """Entries before the NaN padding of a lookup table."""
     if t.is_meta:
         return t.numel()
@@ -381,10 +382,10 @@ class Linear(_Quantized, tnn.Linear):
         trainable_bias = bias is not None and grad and bias.requires_grad
         y = ops.lut_matmul(
             input,
-            self._buffers["weight" + _PACKED],
+            self._buffers["weight" + PACKED_SUFFIX],
             self.out_features,
             self.wsq_bits("weight"),
-            self._buffers["weight" + _TABLE],
+            self._buffers["weight" + TABLE_SUFFIX],
             None if trainable_bias else bias,
         )
         return y + bias if trainable_bias else y
@@ -405,12 +406,12 @@ class Embedding(_Quantized, tnn.Embedding):
             return super().forward(input)
         kdt = dtype if dtype in _KERNEL_DTYPES else torch.float32
         out = ops.gather_rows(
-            self._buffers["weight" + _PACKED],
+            self._buffers["weight" + PACKED_SUFFIX],
             input,
             self.num_embeddings,
             self.embedding_dim,
             self.wsq_bits("weight"),
-            self._buffers["weight" + _TABLE],
+            self._buffers["weight" + TABLE_SUFFIX],
             kdt,
         )
         return out if kdt == dtype else out.to(dtype)
@@ -573,7 +574,7 @@ def quantize_module_(
             )
         if a not in module._parameters:
             raise ValueError(f"{type(module).__name__} has no parameter {a!r}")
-        for extra in (a + _PACKED, a + _TABLE):
+        for extra in (a + PACKED_SUFFIX, a + TABLE_SUFFIX):
             if extra in module._parameters or extra in module._modules or extra in module._buffers:
                 raise ValueError(f"{type(module).__name__} already has an attribute {extra!r}")
         table = tables[a]
@@ -610,8 +611,8 @@ def quantize_module_(
     module._wsq_q = q
     for a in sorted(q):
         buf = packed[a]  # the tensor object itself: tied parameters share it across modules
-        module.register_buffer(a + _PACKED, buf if buf.dim() == 1 else buf.reshape(-1))
-        module.register_buffer(a + _TABLE, tables[a])  # persistent: indices need their values
+        module.register_buffer(a + PACKED_SUFFIX, buf if buf.dim() == 1 else buf.reshape(-1))
+        module.register_buffer(a + TABLE_SUFFIX, tables[a])  # persistent: indices need their values
     if isinstance(module, tnn.RNNBase):
         module._init_flat_weights()
     return module

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from wsq.cli.specs import CliError, Spec, _describe, _one_line
-from wsq.search.result import _json_safe
+from wsq.search.result import json_safe
 
 
 def _fixed_bytes(c) -> int:
@@ -446,7 +446,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
                                  "hypervolume": res.hypervolume(),
                                  "seconds": parts["uniform"]["seconds"]}  # fmt: skip
         with open(os.path.join(tmp, "summary.json"), "w") as f:
-            json.dump(_json_safe(summary), f, indent=1, allow_nan=False)
+            json.dump(json_safe(summary), f, indent=1, allow_nan=False)
             f.write("\n")
         try:
             _publish(tmp, out, names)

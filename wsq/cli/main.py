@@ -39,7 +39,7 @@ from wsq.cli.specs import (
     _pylm_spec,
     _user_spec,
 )
-from wsq.search.result import _json_safe
+from wsq.search.result import json_safe
 
 __all__ = ["main"]
 
@@ -57,7 +57,7 @@ def describe(path: str) -> dict:
     from wsq import nn as wnn
     from wsq.io import reader
 
-    h, codebook, symbols, plain = reader._parse(path, model_state=None, max_elements=None)
+    h, codebook, symbols, plain = reader.parse(path, model_state=None, max_elements=None)
     size = os.path.getsize(path)
     tensors, q_bytes, stream_bytes, numel_total, held = [], 0, 0, 0, 0
     hist = np.zeros(h.n, dtype=np.int64)
@@ -168,7 +168,7 @@ def _cmd_compress_checkpoint(args, say) -> int:
             os.rmdir(out)
         raise
     if args.json:
-        print(json.dumps(_json_safe(summary), allow_nan=False))
+        print(json.dumps(json_safe(summary), allow_nan=False))
     elif args.quiet:
         print(summary["file"])
     else:
@@ -260,7 +260,7 @@ def _cmd_compress(args) -> int:
             os.rmdir(out)  # a folder this run created stays only when the run succeeded
         raise
     if args.json:
-        print(json.dumps(_json_safe(summary), allow_nan=False))
+        print(json.dumps(json_safe(summary), allow_nan=False))
     elif args.quiet:
         print(summary["chosen"]["file"])  # where the file went: the one line --quiet keeps
     else:
@@ -315,7 +315,7 @@ def _build_info(as_json: bool) -> int:
             if key == "cpu_module" or d["cuda_built"]:  # present but not loadable: a broken install
                 problems.append(f"{name}: {_one_line(e)}")
     if as_json:
-        print(json.dumps(_json_safe(dict(d, ok=not problems, problems=problems))))
+        print(json.dumps(json_safe(dict(d, ok=not problems, problems=problems))))
     else:
         for k, v in d.items():
             print(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}")
@@ -342,7 +342,7 @@ def _cmd_info(args) -> int:
     except (ValueError, OSError) as e:
         raise CliError(f"cannot read {path!r}: {_one_line(e)}") from None
     if args.json:
-        print(json.dumps(_json_safe(dict(d, ok=True))))
+        print(json.dumps(json_safe(dict(d, ok=True))))
     else:
         print(format_info(d))
     return 0
@@ -363,7 +363,7 @@ def _cmd_bench(args) -> int:
         raise CliError(f"--n must be >= 1, got {args.n}")
     rows, info = bench.run(quick=True, n=args.n, shape=shape, say=None if args.json else print)
     if args.json:
-        print(json.dumps(_json_safe({"machine": info, "rows": rows})))
+        print(json.dumps(json_safe({"machine": info, "rows": rows})))
     return 0
 
 

@@ -38,10 +38,10 @@ class HeldTensor:
         return self.owner._wsq_q[self.attr][2]  # live: .half() on the model changes it
 
     def packed(self) -> Tensor:
-        return self.owner._buffers[self.attr + wnn._PACKED]
+        return self.owner._buffers[self.attr + wnn.PACKED_SUFFIX]
 
     def table(self) -> Tensor:
-        return self.owner._buffers[self.attr + wnn._TABLE]
+        return self.owner._buffers[self.attr + wnn.TABLE_SUFFIX]
 
     def bits(self) -> int:
         return wnn.table_bits(self.table())

@@ -103,7 +103,7 @@ class Compressed:
             hit = []
             for g in self._groups:
                 t = g.table().detach().cpu()
-                hit.append(t[: wnn._table_size(t)])
+                hit.append(t[: wnn.table_size(t)])
             self._cache["tables"] = hit
         return hit
 

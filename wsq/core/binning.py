@@ -48,7 +48,8 @@ class Binning:
         return float(-(p * torch.log2(p)).sum()) if p.numel() > 1 else 0.0
 
 
-def _check_k(k) -> int:
+def check_k(k) -> int:
+    """k (the number of bins) as an int in 2..65536 (a wsq codebook holds at most 2**16 entries)."""
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if not 2 <= k <= 65536:
@@ -56,7 +57,8 @@ def _check_k(k) -> int:
     return k
 
 
-def _check_bound(name: str, v) -> float | None:
+def check_bound(name: str, v) -> float | None:
+    """A range bound (`lo` or `hi`) as a finite float, or None (the pool's own bound)."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -85,8 +87,8 @@ def uniform_bins(
         raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
     if not w.is_floating_point():
         raise TypeError(f"w must be a floating-point tensor, got {w.dtype}")
-    k = _check_k(k)
-    lo_arg, hi_arg = _check_bound("lo", lo), _check_bound("hi", hi)
+    k = check_k(k)
+    lo_arg, hi_arg = check_bound("lo", lo), check_bound("hi", hi)
     if w.numel() == 0:
         raise ValueError("w is empty")
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch.nn as tnn
 
 from wsq.compressed import Compressed
-from wsq.core.binning import _check_bound, _check_k
+from wsq.core.binning import check_bound, check_k
 from wsq.core.pool import collect_pool
 from wsq.core.streaming import ModelSource, uniform_parts
 
@@ -50,8 +50,8 @@ def compress(
         ValueError: k out of range, NaN/Inf weights (naming the parameter), meta-device parameters,
             no eligible parameters, lo >= hi.
     """
-    k = _check_k(k)
-    lo, hi = _check_bound("lo", lo), _check_bound("hi", hi)
+    k = check_k(k)
+    lo, hi = check_bound("lo", lo), check_bound("hi", hi)
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"lo must be < hi, got lo={lo}, hi={hi}")
     pool = collect_pool(model, include=include, exclude=exclude, min_dims=min_dims)

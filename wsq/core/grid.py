@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from wsq.checks import finite_baseline as _finite_baseline
+from wsq.checks import number as _number
 from wsq.compressed import Compressed
 from wsq.core.grid_quant import MAX_POINTS, MAX_SPAN, GridPlan, GridQuantizer, GridResult
 
@@ -71,12 +73,6 @@ def score(evaluate: Callable, model: torch.nn.Module, name: str = "evaluate") ->
         return float(v)
     except (TypeError, ValueError):
         raise TypeError(f"{name}(model) must return a float, got {type(v).__name__}") from None
-
-
-def _finite_baseline(v: float, name: str) -> float:
-    if not math.isfinite(v):
-        raise ValueError(f"{name}(model) returned {v} on the original model; it must be finite")
-    return v
 
 
 def probe_sensitivity(
@@ -218,15 +214,6 @@ def tune_scale(
             else:
                 b = mid
     return best[0], best[1], trace
-
-
-def _number(name: str, v, *, lo: float = 0.0, strict: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < lo or (strict and v == lo):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo}, got {v}")
-    return v
 
 
 def tune(

@@ -68,7 +68,6 @@ def _match(names: Iterable[str], patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-
 class Pool:
     """The eligible parameters of a model, pooled (see the module docstring for the rules).
 

@@ -109,8 +109,9 @@ def _decode(h: _Header, q: _QEntry, stream: bytearray) -> np.ndarray:
     return sym
 
 
-def _parse(path, *, model_state, max_elements):
-    """:func:`_parse_streams` with every stream decoded -> header, codebook, symbols, plain."""
+def parse(path, *, model_state, max_elements):
+    """A whole file validated and every stream decoded -> header, codebook, symbols, plain (what
+    ``wsq info`` reports; :func:`load_state_dict` and :func:`load` go through the same steps)."""
     h, codebook, streams, plain = _parse_streams(
         path, model_state=model_state, max_elements=max_elements
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsq.checks import finite_baseline
 from wsq.core import grid as wgrid
 from wsq.search.driver import _Driver, nsga2_loop
 from wsq.search.problem import Record, coded_bits
@@ -119,13 +120,11 @@ def search_grid(model, evaluate, *, variables, pop_size, generations, seed, code
 
     gq = wgrid.GridQuantizer(model, pool_options=pool_options)
     t0 = time.perf_counter()
-    baseline = wgrid._finite_baseline(wgrid.score(evaluate, model), "evaluate")
+    baseline = finite_baseline(wgrid.score(evaluate, model), "evaluate")
     baseline_s = time.perf_counter() - t0
     pr = probe or evaluate
     pbase = (
-        baseline
-        if pr is evaluate
-        else wgrid._finite_baseline(wgrid.score(pr, model, "probe"), "probe")
+        baseline if pr is evaluate else finite_baseline(wgrid.score(pr, model, "probe"), "probe")
     )
     t0 = time.perf_counter()
     sens = wgrid.probe_sensitivity(gq, pr, pbase, rel_step=0.5)

@@ -87,13 +87,14 @@ def _fmt(v: float, width: int, prec: int) -> str:
     return f"{v:>{width}.{prec}f}" if math.isfinite(v) else f"{str(v):>{width}}"
 
 
-def _json_safe(v):
+def json_safe(v):
+    """`v` with every non-finite float replaced by None (recursively): strict JSON has no NaN."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -277,7 +278,7 @@ class SearchResult:
 
     def as_dict(self) -> dict:
         """Everything in plain JSON types (non-finite floats as None)."""
-        return _json_safe(
+        return json_safe(
             {
                 "format": "wsq-search-result",
                 "strategy": self.strategy,

@@ -153,7 +153,7 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
                  coder, include, exclude, min_dims, executor, checkpoint, merge, merge_tolerance,
                  probe, rd, progress) -> SearchResult:  # fmt: skip
     """Argument checks of method="grid", then wsq.search.grid.search_grid."""
-    from wsq.core.grid import _number
+    from wsq.checks import number
     from wsq.search import grid as _search_grid
 
     if strategy != "nsga2":
@@ -175,7 +175,7 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
     variables = tuple(v for v in _search_grid.GRID_VARIABLES if v in variables)
     if probe is not None and not callable(probe):
         raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
-    rd = 1.0 if rd is None else _number("rd", rd)
+    rd = 1.0 if rd is None else number("rd", rd)
     pop_size = _int_arg("pop_size", pop_size, 2)
     generations = _int_arg("generations", generations, 1)
     if seed is None:
@@ -185,7 +185,7 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
     for name, v in (("merge", merge), ("progress", progress)):
         if not isinstance(v, bool):
             raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
-    merge_tolerance = _number("merge_tolerance", merge_tolerance)
+    merge_tolerance = number("merge_tolerance", merge_tolerance)
     pool_options = {"include": include, "exclude": exclude, "min_dims": min_dims}
     from wsq.core.pool import collect_pool
 
