@@ -373,10 +373,16 @@ def test_product_does_not_import_the_oracle():
     assert set(users) <= ORACLE_USERS, f"product modules import the oracle: {users}"
 
 
+# One responsibility per file keeps files short: ~500 lines, kernels/ (op schemas, checks and fakes
+# of a whole kernel family in one place) up to ~600.
+SIZE_LIMIT, KERNELS_SIZE_LIMIT = 500, 620
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_size(path):
     n = len(path.read_text().splitlines())
-    assert n <= 620, f"{path.relative_to(ROOT.parent)} has {n} lines (limit ~600): split it"
+    limit = KERNELS_SIZE_LIMIT if path.relative_to(ROOT).parts[0] == "kernels" else SIZE_LIMIT
+    assert n <= limit, f"{path.relative_to(ROOT.parent)} has {n} lines (limit {limit}): split it"
 
 
 def _package(mod: str, modules) -> str:

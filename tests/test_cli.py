@@ -276,7 +276,7 @@ def test_method_grid_only(tmp_path, capsys):
 def test_method_lloyd_keeps_the_smallest_memory_budget_within_the_tolerance(tmp_path, capsys):
     import torch
 
-    from wsq.cli import compress as cc
+    from wsq.cli import method_runs as cc
 
     (tmp_path / "my_spec.py").write_text(SPEC_FILE)
     out = tmp_path / "o"

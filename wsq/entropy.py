@@ -176,6 +176,19 @@ def size_bits(counts: Any, coder: str) -> int:
     return 8 * size_breakdown(counts, coder)["total_bytes"]
 
 
+def coded_bits(per_stream: Any, coder: str = "auto") -> float:
+    """Coded size in bits of index streams, one per pooled tensor, from their histograms.
+
+    ``per_stream``: (n_streams, n) counts of each codebook entry in each pooled tensor. Each stream
+    is coded on its own, as wsq.save writes it, so the sum of :func:`size_bits` over streams is the
+    file's index-stream size. ``coder="entropy"`` gives instead the empirical entropy bound of each
+    stream (what an ideal coder reaches).
+    """
+    if coder == "entropy":
+        return float(sum(entropy_bits(c) for c in per_stream))
+    return float(sum(size_bits(c, coder) for c in per_stream))
+
+
 def choose(counts: Any) -> str:
     """The coder giving the smaller stream for this histogram (Huffman on ties)."""
     c = _counts(counts)

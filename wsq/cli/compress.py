@@ -11,296 +11,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from wsq.cli.method_runs import Guarded, NotReached, run_grid, run_lloyd, run_uniform
 from wsq.cli.specs import CliError, Spec, _describe, _one_line
+from wsq.cli.table import fixed_bytes, table_row
 from wsq.search.result import json_safe
-
-
-def _fixed_bytes(c) -> int:
-    """Bytes of a fixed-width (not entropy-coded) store: packed indices + float32 codebook + every
-    uncompressed tensor (no header)."""
-    from wsq.kernels import ops
-
-    packed = sum(ops.packed_bytes(q.numel, c.bits) for q in c.quantized.values())
-    rest = sum(t.numel() * t.element_size() for t in c.rest_state().values())
-    return packed + 4 * int(c.codebook.numel()) + rest
-
-
-def _row(method: str, items: list[dict]) -> dict:
-    """A table row: the (min, max) of each column over items (one item: plain values)."""
-
-    def rng(key):
-        vals = [it[key] for it in items if it.get(key) is not None]
-        if not vals:
-            return None
-        return [min(vals), max(vals)]
-
-    return {
-        "method": method,
-        "count": len(items),
-        **{k: rng(k) for k in ("val", "test", "k", "n_bins", "bits", "mem_bits", "cr")},
-    }
-
-
-def _fmt_range(r, fmt: str) -> str:
-    if r is None:
-        return "-"
-    a, b = (format(v, fmt) for v in r)
-    return a if a == b else f"{a}-{b}"
-
-
-def format_table(summary: dict) -> str:
-    """The paper-style table of a ``wsq compress`` summary."""
-    cols = ["Method", "Val", "Test", "k", "shared values", "avg bits", "mem bits", "CR"]
-    rows = []
-    for r in summary["rows"]:
-        rows.append(
-            [
-                r["method"],
-                _fmt_range(r["val"], ".4f"),
-                _fmt_range(r["test"], ".4f"),
-                _fmt_range(r["k"], "d"),
-                _fmt_range(r["n_bins"], "d"),
-                _fmt_range(r["bits"], ".2f"),
-                _fmt_range(r.get("mem_bits"), ".2f"),
-                _fmt_range(r["cr"], ".2f"),
-            ]
-        )
-    w = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(cols)) + " |"
-    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
-    body = ["| " + " | ".join(r[i].ljust(w[i]) for i in range(len(cols))) + " |" for r in rows]
-    return "\n".join([line, sep, *body])
-
-
-class _NotReached(Exception):
-    """A method found no model within the tolerance (the message says what it tried)."""
-
-
-class _Guarded:
-    """The SPEC's evaluate with errors that name it: an exception it raises becomes a CliError
-    (so the run stops cleanly, nothing half-written in --out)."""
-
-    def __init__(self, fn: Callable, name: str) -> None:
-        self.fn, self.name = fn, name
-
-    def __call__(self, model):
-        try:
-            return self.fn(model)
-        except CliError:
-            raise
-        except Exception as e:
-            raise CliError(f"the {self.name} callable raised {_one_line(e)}") from e
-
-
-def _uniform(spec, opts, ctx, say, progress) -> dict:
-    """The paper's pipeline: NSGA-II over k, merge the best front solutions, entropy-code."""
-    from wsq.core.merge import merge
-    from wsq.search import search
-
-    t0 = time.perf_counter()
-    say(
-        f"uniform: NSGA-II pop {opts['pop']} x {opts['gens']} generations, k in "
-        f"[{opts['k_min']}, {opts['k_max']}], variables {opts['variables']}, seed {opts['seed']}"
-    )
-    res = search(
-        spec.model, ctx["evaluate"], k_min=opts["k_min"], k_max=opts["k_max"],
-        pop_size=opts["pop"], generations=opts["gens"], seed=opts["seed"],
-        variables=opts["variables"], coder=opts["coder"], progress=progress,
-    )  # fmt: skip
-    # the margin keeps every decision that much inside the tolerance (see --margin)
-    tol = opts["tolerance"] - opts.get("margin", 0.0)
-    ok = [s for s in res.front if s.drop <= tol]
-    if not ok:
-        best = min((s.drop for s in res.front), default=math.nan)
-        bar = f"--tolerance {opts['tolerance']}" + (
-            f" - --margin {opts['margin']}" if opts.get("margin") else ""
-        )
-        raise _NotReached(
-            f"no front solution of {res.n_evaluations} evaluations is within {bar} "
-            f"(smallest drop {best:.4g})"
-        )
-    chosen_set = sorted(ok, key=lambda s: (s.bits, s.drop))[: opts["merge_top"]]
-    val_of, test_of, original = ctx["val_of"], ctx["test_of"], ctx["original"]
-    pre, merged = [], []
-    for s in chosen_set:
-        c = res.compress(s)
-        pre.append({"k": s.k, "n_bins": s.n_bins, "val": val_of(c.model), "test": test_of(c.model),
-                    "bits": float(c.bits), "mem_bits": c.memory()["bits_memory"],
-                    "cr": original / _fixed_bytes(c)})  # fmt: skip
-        m = merge(
-            c, ctx["evaluate"], tolerance=tol, baseline=ctx["base_val"],
-            max_evals=opts["merge_evals"], progress=progress,
-        )  # fmt: skip
-        del c
-        info = m.merge_info
-        say(
-            f"merge of k={s.k}: {info['n_before']} -> {info['n_after']} shared values in "
-            f"{info['evaluations']} evaluations ({info['decisions']} pair decisions)"
-        )
-        item = {"method": "uniform", "k": s.k, "n_bins": info["n_after"], "val": val_of(m.model),
-                "test": test_of(m.model), "model": m, "merge": info,
-                "memory": _memory(m)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
-            item[coder] = _coded(m, coder)
-        merged.append(item)
-
-    def view(items, bits_of, cr_of):
-        return [{"k": it["k"], "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-                 "bits": bits_of(it), "mem_bits": it["memory"]["bits_memory"],
-                 "cr": cr_of(it)} for it in items]  # fmt: skip
-
-    rows = [_row("MO-UB front", pre)]
-    rows.append(
-        _row("+ Merge", view(merged, lambda it: float(it["model"].bits),
-                             lambda it: original / _fixed_bytes(it["model"])))
-    )  # fmt: skip
-    for coder, label in (("huffman", "+ Huffman"), ("ans", "+ ANS")):
-        rows.append(
-            _row(label, view(merged, lambda it, c=coder: it[c]["bits"],
-                             lambda it, c=coder: it[c]["cr"]))
-        )  # fmt: skip
-    return {"rows": rows, "candidates": merged, "search": res,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
-
-
-def _coded(c, coder: str) -> dict:
-    st = c.stats(coder)
-    return {"bits": st["bits_entropy"], "file_bytes": st["file_bytes"], "cr": st["cr"]}
-
-
-def _memory(c) -> dict:
-    """What the loaded model holds (each tensor at its own width): the figures the summary keeps."""
-    m = c.memory()
-    keep = ("bits_memory", "param_bytes_compressed", "param_bytes_dense", "cr_memory", "widths")
-    return {k: m[k] for k in keep}
-
-
-def _probe(spec, ctx, gq, who: str, say):
-    """Each pooled tensor's sensitivity (wsq.core.grid.probe_sensitivity) with the SPEC's probe, or
-    its evaluate when it has none."""
-    from wsq.core import grid
-
-    t0 = time.perf_counter()
-    probe = _Guarded(spec.probe, "probe") if spec.probe is not None else ctx["evaluate"]
-    pbase = ctx["base_val"] if spec.probe is None else grid.score(probe, spec.model, "probe")
-    if not math.isfinite(pbase):
-        raise CliError(f"the probe callable returned {pbase} on the original model")
-    sens = grid.probe_sensitivity(gq, probe, pbase)
-    say(f"{who}: probed {len(sens)} tensors in {time.perf_counter() - t0:.1f} s")
-    return sens
-
-
-def _coded_rows(items: list[dict]) -> list[dict]:
-    """Table rows of the grid / Lloyd candidates: each with both coders' file sizes."""
-    return [
-        _row(f"{it['label']} + {coder_label}",
-             [{"k": None, "n_bins": it["n_bins"], "val": it["val"], "test": it["test"],
-               "bits": it[coder]["bits"], "mem_bits": it["memory"]["bits_memory"],
-               "cr": it[coder]["cr"]}])
-        for it in items
-        for coder, coder_label in (("huffman", "Huffman"), ("ans", "ANS"))
-    ]  # fmt: skip
-
-
-def _grid(spec, opts, ctx, say) -> dict:
-    """wsq.tune at the tolerance, plain and rate-aware rounding (one probe shared by both)."""
-    import wsq
-    from wsq.core import grid
-
-    t0 = time.perf_counter()
-    gq = grid.GridQuantizer(spec.model)
-    sens = _probe(spec, ctx, gq, "grid", say)
-    items, notes, start = [], [], None
-    bias_inputs = getattr(spec, "bias_inputs", None)
-    variants = [("Grid steps", 0.0), ("Grid steps + rate-aware", 1.0)]
-    if bias_inputs is not None:  # a CNN spec: the grid again, with bias correction per candidate
-        variants.append(("Grid steps + rate-aware + bias", 1.0))
-    for label, rd in variants:
-        try:
-            if label.endswith("+ bias"):
-                c = wsq.tune_equalized(
-                    spec.model, ctx["evaluate"], bias_inputs, rd=rd, baseline=ctx["base_val"],
-                    tolerance=opts["tolerance"] - opts.get("margin", 0.0), sensitivities=sens,
-                    iters=opts["grid_iters"], start_scale=start,
-                )  # fmt: skip
-            else:
-                c = wsq.tune(
-                    spec.model, ctx["evaluate"], tolerance=opts["tolerance"], rd=rd,
-                    margin=opts.get("margin", 0.0), baseline=ctx["base_val"], sensitivities=sens,
-                    quantizer=gq,
-                    iters=opts["grid_iters"], start_scale=start,
-                )  # fmt: skip
-        except ValueError as e:
-            notes.append(f"{label}: {e}")
-            say(f"grid: {label}: {e}")
-            continue
-        info = c.tune_info
-        start = info["scale"]
-        item = {"method": "grid", "label": label, "k": None, "rd": rd, "scale": info["scale"],
-                "n_bins": int(c.codebook.numel()), "val": ctx["val_of"](c.model),
-                "test": ctx["test_of"](c.model), "model": c,
-                "evaluations": info["evaluations"], "memory": _memory(c)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
-            item[coder] = _coded(c, coder)
-        say(
-            f"grid: {label}: {item['n_bins']} shared values, "
-            f"{item[opts['coder']]['bits']:.3f} bits/w, CR {item[opts['coder']]['cr']:.2f}x, "
-            f"val {item['val']:.4f} ({info['evaluations']} evaluations)"
-        )
-        items.append(item)
-    if not items:
-        raise _NotReached("; ".join(notes))
-    rows = _coded_rows(items)
-    return {"rows": rows, "candidates": items, "notes": notes,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
-
-
-# Memory budgets (bits per weight, indices and tables) --method lloyd tries, smallest first.
-LLOYD_BUDGETS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-
-
-def _lloyd(spec, opts, ctx, say) -> dict:
-    """wsq.lloyd_tables at rising memory budgets (one probe shared by all): the smallest budget
-    whose model stays within the tolerance, and the next one up."""
-    import wsq
-    from wsq.core import grid
-
-    t0 = time.perf_counter()
-    sens = _probe(spec, ctx, grid.GridQuantizer(spec.model), "lloyd", say)
-    floor = ctx["base_val"] - opts["tolerance"] + opts.get("margin", 0.0)
-    items, notes = [], []
-    for budget in LLOYD_BUDGETS:
-        label = f"Lloyd tables <= {budget:g} bits/w in memory"
-        try:
-            c = wsq.lloyd_tables(
-                spec.model, budget=budget, evaluate=ctx["evaluate"], sensitivities=sens
-            )
-        except ValueError as e:  # the tables alone need more (a small model): a larger budget
-            notes.append(f"{label}: {e}")
-            say(f"lloyd: {label}: {e}")
-            continue
-        val = ctx["val_of"](c.model)
-        if not val >= floor:  # NaN fails
-            notes.append(f"{label}: val {val:.6g} < {floor:.6g}")
-            say(f"lloyd: {label}: val {val:.4f}, below {floor:.4f}")
-            continue
-        item = {"method": "lloyd", "label": label, "k": None, "budget": budget,
-                "n_bins": int(c.codebook.numel()), "val": val, "test": ctx["test_of"](c.model),
-                "model": c, "memory": _memory(c)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
-            item[coder] = _coded(c, coder)
-        say(
-            f"lloyd: {label}: {item['memory']['bits_memory']:.3f} bits/w in memory, "
-            f"{item[opts['coder']]['bits']:.3f} in the file, val {val:.4f}"
-        )
-        items.append(item)
-        if len(items) == 2:  # the next budget up may code smaller (--prefer file)
-            break
-    if not items:
-        raise _NotReached("; ".join(notes))
-    rows = _coded_rows(items)
-    return {"rows": rows, "candidates": items, "notes": notes,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def _clip(text: str, n: int) -> str:
@@ -319,8 +33,8 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
 
     t_start = time.perf_counter()
     model = spec.model
-    evaluate = _Guarded(spec.evaluate, "evaluate")
-    test = _Guarded(spec.test, "test evaluate") if spec.test is not None else None
+    evaluate = Guarded(spec.evaluate, "evaluate")
+    test = Guarded(spec.test, "test evaluate") if spec.test is not None else None
 
     def val_of(m) -> float:
         import torch
@@ -360,9 +74,9 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         {"method": f"Random UB k={opts['k_max']}", "val": val_of(ub.model),
          "test": test_of(ub.model), "k": opts["k_max"], "n_bins": ub_stats["n_bins"],
          "bits": float(ub.bits), "mem_bits": ub.memory()["bits_memory"],
-         "cr": original / _fixed_bytes(ub)},
+         "cr": original / fixed_bytes(ub)},
     ]  # fmt: skip
-    rows = [_row(r["method"], [r]) for r in rows]
+    rows = [table_row(r["method"], [r]) for r in rows]
     del ub
     ctx = {"evaluate": evaluate, "val_of": val_of, "test_of": test_of, "base_val": base_val,
            "original": original}  # fmt: skip
@@ -371,12 +85,12 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
     for method in methods:
         try:
             if method == "uniform":
-                parts[method] = _uniform(spec, opts, ctx, say, progress)
+                parts[method] = run_uniform(spec, opts, ctx, say, progress)
             elif method == "lloyd":
-                parts[method] = _lloyd(spec, opts, ctx, say)
+                parts[method] = run_lloyd(spec, opts, ctx, say)
             else:
-                parts[method] = _grid(spec, opts, ctx, say)
-        except _NotReached as e:
+                parts[method] = run_grid(spec, opts, ctx, say)
+        except NotReached as e:
             failed[method] = str(e)
             say(f"{method}: nothing within --tolerance {opts['tolerance']}: {e}")
     if not parts:

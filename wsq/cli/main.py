@@ -238,7 +238,8 @@ def _cmd_compress(args) -> int:
             "its units (e.g. 0.005 for accuracy, 0.001 for a cosine similarity; 0 keeps only "
             "models that score at least the baseline)"
         )
-    from wsq.cli.compress import format_table, run_compress
+    from wsq.cli.compress import run_compress
+    from wsq.cli.table import format_table
 
     existed = os.path.isdir(os.path.abspath(os.path.expanduser(args.out)))
     out = _prepare_out(args.out)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wsq import entropy
 from wsq.compressed import Compressed
 from wsq.core.pool import Pool, collect_pool
 from wsq.core.streaming import (
@@ -127,12 +128,6 @@ class GridResult:
         pos = torch.searchsorted(self.at, points).clamp_(max=self.at.numel() - 1)
         hit = self.at[pos] == points
         return hit, torch.where(hit, self.entry[pos], 0)
-
-
-def _coded_bits(per_stream: np.ndarray) -> float:
-    from wsq import entropy
-
-    return float(sum(entropy.size_bits(c, "auto") for c in per_stream))
 
 
 def _thresholds(v0: Tensor, v1: Tensor, l0: Tensor, l1: Tensor) -> tuple[Tensor, Tensor]:
@@ -371,7 +366,7 @@ class GridQuantizer:
         for _ in range(plan.rd_iters if plan.rd > 0 else 0):
             res = self._accumulate(plan, res)
             res.prev.prev = None  # only the last pass's reference is needed to recompute points
-        res.bits = _coded_bits(res.per_stream) / float(self.numel.sum())  # the final pass only
+        res.bits = entropy.coded_bits(res.per_stream) / float(self.numel.sum())  # the final pass only
         trim_heap()
         return res
 

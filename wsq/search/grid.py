@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsq import entropy
 from wsq.checks import finite_baseline
 from wsq.core import grid as wgrid
 from wsq.search.driver import _Driver, nsga2_loop
-from wsq.search.problem import Record, coded_bits
+from wsq.search.problem import Record
 from wsq.search.result import SearchResult, Solution, pareto_front
 
 GRID_VARIABLES = ("scale", "rd")
@@ -94,7 +95,7 @@ class GridCandidates:
                 raise ValueError
         except ValueError:  # a grid too fine to store (span or 2**16 codebook limit, or memory)
             return Record(math.nan, 32.0, 0, time.perf_counter() - t0)
-        bits = res.bits if self.coder == "auto" else coded_bits(res.per_stream, self.coder)
+        bits = res.bits if self.coder == "auto" else entropy.coded_bits(res.per_stream, self.coder)
         t1 = time.perf_counter()
         if self.work is None:
             self.work = self.gq.compress(res)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from wsq import entropy
 from wsq.kernels import ops
 
 # Largest |drop| handed to pymoo: a non-finite metric becomes this (worst) drop, so that sorting and
@@ -119,21 +120,6 @@ class Record:
     t_eval: float = 0.0
 
 
-def coded_bits(per_stream: torch.Tensor, coder: str) -> float:
-    """Coded size in bits of the index streams, one per pooled tensor, from their histograms.
-
-    ``per_stream``: int64 (n_streams, n): counts of each codebook entry (non-empty bins only, in
-    ascending order) in each pooled tensor. Each stream is coded on its own, as wsq.save writes it,
-    so the sum of wsq.entropy.size_bits over streams is the file's index-stream size.
-    ``coder="entropy"`` gives instead the empirical entropy bound of each stream.
-    """
-    from wsq import entropy
-
-    if coder == "entropy":
-        return float(sum(entropy.entropy_bits(c) for c in per_stream))
-    return float(sum(entropy.size_bits(c, coder) for c in per_stream))
-
-
 class CandidateEvaluator:
     """Evaluates decision vectors on ONE compressed working copy, rewritten in place.
 
@@ -191,7 +177,7 @@ class CandidateEvaluator:
         sums = torch.stack([s for _, s in hist]).sum(0).cpu()
         del hist
         nonempty = counts > 0
-        bits = coded_bits(per_counts[:, nonempty], self.coder) / self.n_weights
+        bits = entropy.coded_bits(per_counts[:, nonempty], self.coder) / self.n_weights
         codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
         to_global = torch.cumsum(nonempty.to(torch.int64), 0) - 1
         t1 = time.perf_counter()

@@ -16,7 +16,6 @@ seed and settings (given a deterministic evaluate), not on executors or interrup
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import math
 import os
 import time
@@ -26,8 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from wsq.compressed.ties import view_key
-from wsq.kernels import ops
+from wsq.search.arguments import CODERS, STRATEGIES, check_variables, choice, int_arg
 from wsq.search.checkpoint import Checkpoint
 from wsq.search.driver import (
     _Driver,
@@ -36,108 +34,11 @@ from wsq.search.driver import (
     nsga2_loop,
 )
 from wsq.search.executors import SequentialRunner, _is_dask_client, make_runner
-from wsq.search.problem import KNOWN_VARIABLES, CandidateEvaluator, Record, Space, WorkerSpec
+from wsq.search.pool_stats import file_overhead, pool_fingerprint, pool_median, state_bytes
+from wsq.search.problem import CandidateEvaluator, Record, Space, WorkerSpec
 from wsq.search.result import SearchResult, Solution, pareto_front
 
 __all__ = ["search", "SearchResult", "Solution"]
-
-_STRATEGIES = ("nsga2", "sweep")
-_CODERS = ("auto", "ans", "huffman", "entropy")
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-
-def _int_arg(name: str, v, lo: int, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    v = int(v)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
-
-
-def _choice(name: str, v, options: Sequence[str]) -> str:
-    if not isinstance(v, str) or v not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
-    return v
-
-
-def _variables(v) -> tuple[str, ...]:
-    if isinstance(v, str):
-        v = (v,)
-    try:
-        out = tuple(v)
-    except TypeError:
-        raise TypeError(f"variables must be a sequence of names, got {v!r}") from None
-    bad = [x for x in out if x not in KNOWN_VARIABLES]
-    if bad or "k" not in out or len(set(out)) != len(out):
-        raise ValueError(
-            f"variables must be distinct names from {KNOWN_VARIABLES} including 'k', got {out!r}"
-        )
-    return tuple(x for x in KNOWN_VARIABLES if x in out)  # canonical order
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
-    """Bytes of the state_dict tensors not named in `skip`, each storage view counted once."""
-    seen, total = set(), 0
-    for name, t in model.state_dict(keep_vars=True).items():
-        if name in skip:
-            continue
-        key = view_key(t)
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
-
-
-def _file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: int) -> int:
-    """Bytes of a wsq file beyond index streams, codebook and uncompressed tensors (its header and
-    alignment), measured by compressing at one k: it hardly depends on k (a few bytes of JSON)."""
-    from wsq.core.compress import compress
-    from wsq.core.streaming import trim_heap
-
-    s = compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
-    trim_heap()  # the coders' buffers, freed: not held through the candidates that follow
-    streams = s["bits_entropy"] * s["n_weights"] / 8
-    return max(0, int(round(s["file_bytes"] - streams - 4 * s["n_bins"] - rest_bytes)))
-
-
-def _pool_fingerprint(pool, source) -> str:
-    """Digest of the pool's names, shapes, dtypes and float32 weights, fed one tensor at a time
-    (the same digest as of the concatenated pool: blake2b is a stream)."""
-    h = hashlib.blake2b(digest_size=16)
-    for e in pool.entries:
-        h.update(f"{','.join(e.names)}:{tuple(e.shape)}:{e.dtype};".encode())
-    for i in range(len(source)):
-        h.update(source.weights(i).detach().float().cpu().contiguous().numpy())
-    return h.hexdigest()
-
-
-def _median(source, n: int, wmin: float, wmax: float) -> float:
-    """The pool's lower median (``torch.median`` of the concatenated float32 pool), exactly, in two
-    passes: a 65536-bin histogram finds the bin holding rank (n - 1) // 2, then only that bin's
-    members are gathered and sorted."""
-    k = 65536
-    lo32, scale = ops.bin_scale(wmin, wmax, k)
-    counts = sum(
-        ops.histogram(source.weights(i), k, lo32, scale)[0].cpu() for i in range(len(source))
-    )
-    rank = (n - 1) // 2
-    cum = torch.cumsum(counts, 0)
-    b = int(torch.searchsorted(cum, torch.tensor([rank]), right=True)[0])
-    before = int(cum[b - 1]) if b > 0 else 0
-    members = []
-    for i in range(len(source)):
-        w = source.weights(i)
-        idx = ops.histogram(w, k, lo32, scale, indices=True)[2]
-        members.append(w[idx.reshape(w.shape).to(torch.int64) == b].float().cpu())
-    return float(torch.cat(members).sort().values[rank - before])
-
 
 def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_start: float) -> None:
     """search(..., merge=True): merge the front solutions within tolerance (timed)."""
@@ -176,12 +77,12 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
     if probe is not None and not callable(probe):
         raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
     rd = 1.0 if rd is None else number("rd", rd)
-    pop_size = _int_arg("pop_size", pop_size, 2)
-    generations = _int_arg("generations", generations, 1)
+    pop_size = int_arg("pop_size", pop_size, 2)
+    generations = int_arg("generations", generations, 1)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
-    seed = _int_arg("seed", seed, 0)
-    coder = _choice("coder", coder, _CODERS)
+    seed = int_arg("seed", seed, 0)
+    coder = choice("coder", coder, CODERS)
     for name, v in (("merge", merge), ("progress", progress)):
         if not isinstance(v, bool):
             raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
@@ -192,9 +93,9 @@ def _grid_search(model, evaluate, t_start, *, variables, strategy, pop_size, gen
     pool = collect_pool(model, **pool_options)
     pooled_names = {n for e in pool.entries for n in e.names}
     pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
-    rest_bytes = _state_bytes(model, pooled_names)
+    rest_bytes = state_bytes(model, pooled_names)
     # 1-bit indices: the header hardly depends on k, and their streams cost a fraction of memory
-    overhead = _file_overhead(model, 2, pool_options, coder, rest_bytes)
+    overhead = file_overhead(model, 2, pool_options, coder, rest_bytes)
     result = _search_grid.search_grid(
         model, evaluate, variables=variables, pop_size=pop_size, generations=generations,
         seed=seed, coder=coder, pool_options=pool_options, probe=probe, rd=rd, progress=progress,
@@ -323,8 +224,8 @@ def search(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
-    method = _choice("method", method, ("uniform", "grid"))
-    strategy = _choice("strategy", strategy, _STRATEGIES)
+    method = choice("method", method, ("uniform", "grid"))
+    strategy = choice("strategy", strategy, STRATEGIES)
     if method == "grid":
         return _grid_search(
             model, evaluate, t_start, variables=variables, strategy=strategy, pop_size=pop_size,
@@ -334,27 +235,27 @@ def search(
         )  # fmt: skip
     if probe is not None or rd is not None:
         raise ValueError("probe and rd apply to method='grid' only")
-    variables = _variables(("k",) if variables is None else variables)
+    variables = check_variables(("k",) if variables is None else variables)
     if strategy == "sweep" and variables != ("k",):
         raise ValueError(f"strategy='sweep' searches k only; got variables={variables!r}")
-    k_min = _int_arg("k_min", k_min, 2, 65536)
-    k_max = _int_arg("k_max", k_max, k_min, 65536)
-    pop_size = _int_arg("pop_size", pop_size, 2)
-    generations = _int_arg("generations", generations, 1)
+    k_min = int_arg("k_min", k_min, 2, 65536)
+    k_max = int_arg("k_max", k_max, k_min, 65536)
+    pop_size = int_arg("pop_size", pop_size, 2)
+    generations = int_arg("generations", generations, 1)
     if budget is not None:
-        budget = _int_arg("budget", budget, 1)
-    spacing = _choice("spacing", spacing, ("geometric", "linear"))
+        budget = int_arg("budget", budget, 1)
+    spacing = choice("spacing", spacing, ("geometric", "linear"))
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
-    seed = _int_arg("seed", seed, 0)
-    coder = _choice("coder", coder, _CODERS)
+    seed = int_arg("seed", seed, 0)
+    coder = choice("coder", coder, CODERS)
     if isinstance(clip_floor, bool) or not isinstance(clip_floor, (int, float)):
         raise TypeError(f"clip_floor must be a float, got {type(clip_floor).__name__}")
     if not 0.0 < float(clip_floor) < 1.0:
         raise ValueError(f"clip_floor must be in (0, 1), got {clip_floor}")
-    max_retries = _int_arg("max_retries", max_retries, 0)
+    max_retries = int_arg("max_retries", max_retries, 0)
     if worker_threads is not None:
-        worker_threads = _int_arg("worker_threads", worker_threads, 1)
+        worker_threads = int_arg("worker_threads", worker_threads, 1)
     for name, v in (("resume", resume), ("merge", merge), ("progress", progress)):
         if not isinstance(v, bool):
             raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
@@ -379,19 +280,19 @@ def search(
     if not wmax > wmin:
         raise ValueError(f"model: every pooled weight equals {wmin}; there is nothing to search")
     if "clip" in variables:
-        center = _median(source, int(pool.n_weights), wmin, wmax)
+        center = pool_median(source, int(pool.n_weights), wmin, wmax)
     else:
         center = 0.5 * (wmin + wmax)
     space = Space(variables, k_min, k_max, wmin, wmax, center, float(clip_floor))
-    fingerprint = _pool_fingerprint(pool, source)
+    fingerprint = pool_fingerprint(pool, source)
     n_weights = int(pool.n_weights)
     pooled_names = {n for e in pool.entries for n in e.names}
     pooled_bytes = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
-    rest_bytes = _state_bytes(model, pooled_names)
+    rest_bytes = state_bytes(model, pooled_names)
     original_bytes = pooled_bytes + rest_bytes
     # measured at k = 2 (1-bit streams), as the grid search does: the overhead is the header,
     # and compressing at k = 64 only for it held the model's 6-bit copy (0.2x dense)
-    overhead = _file_overhead(model, 2, pool_options, coder, rest_bytes)
+    overhead = file_overhead(model, 2, pool_options, coder, rest_bytes)
     if executor is None:
         evaluator.space = space
     else:

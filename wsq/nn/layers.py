@@ -1,38 +1,7 @@
-"""Drop-in layers that run on packed codebook indices, each tensor at its own width.
-
-A compressed model (made by :func:`wsq.compress` or :func:`wsq.load`) keeps its module tree; each module
-owning a compressed parameter has its class swapped in place (the way torch.nn.utils.parametrize does):
-
-* ``nn.Linear`` -> :class:`Linear` (fused LUT matmul straight from the packed indices);
-* ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` -> :class:`Conv1d` ... :class:`ConvTranspose3d`
-  (dequantize, then torch's own conv with every hyperparameter of the original module);
-* ``nn.Embedding`` -> :class:`Embedding` (gathers only the looked-up rows), ``nn.EmbeddingBag`` ->
-  :class:`EmbeddingBag`;
-* any other owner (``MultiheadAttention.in_proj_weight``, LSTM/GRU/RNN weights, raw ``nn.Parameter`` s
-  of custom modules, subclasses that override ``forward``) -> a subclass of its own class in which
-  each compressed parameter is a read-only property that dequantizes on access. The dense parameter
-  is removed, never stored. RNN modules see dequantized weights in ``_flat_weights`` during forward
-  only.
-
-Each compressed parameter ``<p>`` is held as two buffers of its owner:
-
-* ``<p>_packed``: uint8, ``numel * b`` bits LSB-first, where ``b`` is the narrowest width for the
-  values THIS tensor uses (a layer that uses 3 of the model's 400 shared values is held at 2 bits);
-* ``<p>_table``: float32 ``(2**b,)``, the values it uses (a gather of the model's shared codebook,
-  ascending) padded with NaN. The width is the table's length: ``b = log2(table.numel())``.
-
-The model's ONE shared codebook (what a file stores) is the sorted union of every tensor's values
-(:attr:`wsq.Compressed.codebook`); each tensor's dequantized weights are bit-identical to indexing
-that codebook. Both buffers are persistent, so a state dict carries each tensor's values with its
-indices and a load, whole or partial, is exact for the tensors it names and leaves every other one
-bit-identical (see ``_Quantized._load_from_state_dict``). Tied parameters share both buffers (the
-same tensor objects) across their owners, also after ``.to(device)``, ``.cuda()``, ``.half()``...;
-dtype conversions change the dtype a layer computes in, never its float32 table.
-
-``module.weight`` (or any compressed attribute) returns a freshly dequantized tensor of the original
-shape in the layer's compute dtype: reading works as before, assigning raises, and in-place changes
-to the returned tensor do not reach the model.
-"""
+"""The wsq layer classes: a mixin (packed storage, dequantization, device moves, state-dict loads)
+placed before the original torch class, the kernel-backed Linear / Embedding, the dequantizing
+Conv / ConvTranspose / EmbeddingBag / RNN classes, and :func:`quantize_module_`, which swaps a
+module's class in place (the package docstring, wsq.nn, says what each holds)."""
 
 from __future__ import annotations
 
@@ -45,101 +14,10 @@ import torch.nn as tnn
 from torch import Tensor
 
 from wsq.kernels import ops
-
-__all__ = [
-    "Linear",
-    "Conv1d",
-    "Conv2d",
-    "Conv3d",
-    "ConvTranspose1d",
-    "ConvTranspose2d",
-    "ConvTranspose3d",
-    "Embedding",
-    "EmbeddingBag",
-    "is_quantized",
-    "quantize_module_",
-    "table_bits",
-    "held_bytes",
-    "held_width",
-    "table_size", "PACKED_SUFFIX", "TABLE_SUFFIX",
-]
+from wsq.nn.state import ModelState
+from wsq.nn.tables import PACKED_SUFFIX, TABLE_SUFFIX, _check_pair, table_bits, table_size
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-TABLE_SUFFIX = "_table"
-PACKED_SUFFIX = "_packed"
-
-
-# table length -> index width; a dict lookup (not int.bit_length) so torch.compile on torch 2.4
-# traces a layer's forward, where the width is read from its table on every call
-_WIDTH = {1 << b: b for b in range(1, 17)}
-
-
-def table_bits(table: Tensor) -> int:
-    """Index width of a lookup table of 2**b entries (b = 1..16)."""
-    return _WIDTH[table.shape[0]]
-
-
-def held_width(n_values: int) -> int:
-    """The index width a wsq layer holds a tensor taking `n_values` distinct values at."""
-    return ops.bits_for(max(1, n_values))
-
-
-def held_bytes(numel: int, n_values: int) -> int:
-    """Bytes a wsq layer holds for a tensor of `numel` weights taking `n_values` distinct values:
-    its indices packed at b = held_width(n_values) bits plus its 2**b float32 table."""
-    bits = held_width(n_values)
-    return ops.packed_bytes(numel, bits) + (4 << bits)
-
-
-class ModelState:
-    """State shared by every wsq module of one compressed model.
-
-    ``version`` is bumped by every state-dict load, so a :class:`wsq.Compressed` drops sizes and the
-    codebook it derived before. It also remembers, per ``Module._apply`` call (``.to()``,
-    ``.cuda()``, ``.half()``...), which new tensor each shared tensor (tied packed indices and their
-    table) became, so modules visited one after the other keep sharing the moved tensor instead of
-    one copy each. That memo holds weak references only and is never pickled.
-    """
-
-    def __init__(self) -> None:
-        self.version = 0
-        self._fn: weakref.ref | None = None
-        self._moved: dict[int, tuple[weakref.ref, weakref.ref]] = {}
-
-    def _move(self, fn, t: Tensor, *, is_table: bool) -> Tensor:
-        if self._fn is None or self._fn() is not fn:
-            try:
-                self._fn = weakref.ref(fn)
-            except TypeError:  # a callable without weakref support: no sharing across modules
-                self._fn = None
-            self._moved = {}
-        hit = self._moved.get(id(t))
-        if hit is not None and hit[0]() is t:
-            out = hit[1]()
-            if out is not None:
-                return out
-        out = fn(t)
-        if is_table and out.dtype != torch.float32:
-            out = t.to(out.device)  # .half() & co. change the compute dtype, never the table
-        if self._fn is not None:
-            self._moved[id(t)] = (weakref.ref(t), weakref.ref(out))
-        return out
-
-    def __getstate__(self) -> dict:
-        return {"version": self.version}  # the memo's weak references cannot (and need not) travel
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-        self.version = int(state.get("version", 0))
-
-    def __deepcopy__(self, memo):
-        new = ModelState()
-        new.version = self.version
-        memo[id(self)] = new
-        return new
-
-    def __repr__(self) -> str:
-        return f"ModelState(version={self.version})"
 
 
 def _rebuild_module(base: type, attrs: tuple[str, ...]):
@@ -288,56 +166,6 @@ def _assign(buffers: dict, name: str, src: Tensor) -> None:
         dst.copy_(src)
     else:
         dst.set_(src.to(device=dst.device, dtype=dst.dtype).clone())
-
-
-def table_size(t: Tensor) -> int:
-    """Entries before the NaN padding of a lookup table."""
-    if t.is_meta:
-        return t.numel()
-    nan = torch.isnan(t.detach())
-    return int(nan.int().argmax()) if bool(nan.any()) else t.numel()
-
-
-def _check_pair(packed, table, numel: int, kp: str, kt: str) -> tuple[Tensor, Tensor]:
-    """Validate a state dict's (packed indices, table) pair for a tensor of `numel` elements."""
-    if not isinstance(table, Tensor) or table.dtype != torch.float32 or table.dim() != 1:
-        what = f"{table.dtype} {table.dim()}-D" if isinstance(table, Tensor) else type(table)
-        raise ValueError(f"state_dict[{kt!r}] must be a 1-D float32 tensor, got {what}")
-    size = table.numel()
-    if size < 2 or size > 1 << 16 or size & (size - 1):
-        raise ValueError(
-            f"state_dict[{kt!r}] has {size} entries: a lookup table has 2**b entries, b in 1..16"
-        )
-    bits = table_bits(table)
-    t = table.detach().cpu()
-    nan = torch.isnan(t)
-    n = int(nan.int().argmax()) if bool(nan.any()) else size
-    cb = t[:n]
-    if (
-        n == 0
-        or not bool(nan[n:].all())
-        or not bool(torch.isfinite(cb).all())
-        or not bool((cb[1:] >= cb[:-1]).all())
-    ):
-        raise ValueError(
-            f"state_dict[{kt!r}] is not a wsq table: it must hold n >= 1 finite ascending values "
-            "followed by NaN padding"
-        )
-    if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
-        what = packed.dtype if isinstance(packed, Tensor) else type(packed).__name__
-        raise ValueError(f"state_dict[{kp!r}] must be a uint8 tensor, got {what}")
-    need = ops.packed_bytes(numel, bits)
-    if packed.numel() != need:
-        raise ValueError(
-            f"state_dict[{kp!r}] has {packed.numel()} bytes; {numel} indices at {bits} bits (the "
-            f"width of {kt}) need {need}"
-        )
-    flat = packed.detach().reshape(-1)
-    if numel and n < size:
-        top = int(ops.unpack(flat.cpu(), numel, bits, torch.int32 if bits > 8 else None).max())
-        if top >= n:
-            raise ValueError(f"state_dict[{kp!r}] holds index {top}, beyond the {n} values of {kt}")
-    return flat, table.detach()
 
 
 def _getter(attr: str):
