@@ -127,7 +127,7 @@ def fake_quant_model(
     """The whole-model oracle of wsq.compress: a deep copy of `model` whose pooled weights are
     replaced by their bin means, computed by :func:`uniform_bins` above over the whole pool.
 
-    The pool, spelled out plainly (the rule wsq.core.compress.collect_pool implements with its
+    The pool, spelled out plainly (the rule wsq.core.pool.collect_pool implements with its
     checks): every distinct floating-point, non-empty parameter in ``named_parameters()`` order
     (tied parameters once), with >= `min_dims` dims, or, when `include` (fnmatch pattern or
     patterns) is given, exactly those whose name matches it; names matching `exclude` stay out.
