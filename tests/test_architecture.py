@@ -337,25 +337,24 @@ def _layer(mod: str) -> int:
     return next(i for i, layer in enumerate(LAYERS) if best in layer)
 
 
-def test_layers_import_downwards():
+def _edges(keep) -> list[str]:
+    """Every edge m -> d of the graph for which keep(m, d), with the layers of both ends."""
     graph = import_graph()
-    up = [
+    return [
         f"{m} (layer {_layer(m)}) -> {d} (layer {_layer(d)})"
         for m, deps in sorted(graph.items())
         for d in sorted(deps)
-        if _layer(d) > _layer(m)
+        if keep(m, d)
     ]
+
+
+def test_layers_import_downwards():
+    up = _edges(lambda m, d: _layer(d) > _layer(m))
     assert not up, "imports against the layering: " + "; ".join(up)
 
 
 def test_siblings_in_a_layer_are_independent():
-    graph = import_graph()
-    across = [
-        f"{m} -> {d}"
-        for m, deps in sorted(graph.items())
-        for d in sorted(deps)
-        if _layer(d) == _layer(m) and _entry(d) != _entry(m)
-    ]
+    across = _edges(lambda m, d: _layer(d) == _layer(m) and _entry(d) != _entry(m))
     assert not across, "imports between sibling stages: " + "; ".join(across)
 
 

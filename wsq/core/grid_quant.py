@@ -366,7 +366,8 @@ class GridQuantizer:
         for _ in range(plan.rd_iters if plan.rd > 0 else 0):
             res = self._accumulate(plan, res)
             res.prev.prev = None  # only the last pass's reference is needed to recompute points
-        res.bits = entropy.coded_bits(res.per_stream) / float(self.numel.sum())  # the final pass only
+        # the final pass only
+        res.bits = entropy.coded_bits(res.per_stream) / float(self.numel.sum())
         trim_heap()
         return res
 

@@ -40,6 +40,7 @@ from wsq.search.result import SearchResult, Solution, pareto_front
 
 __all__ = ["search", "SearchResult", "Solution"]
 
+
 def _merge_front_into(result, evaluate, tolerance: float, progress: bool, t_start: float) -> None:
     """search(..., merge=True): merge the front solutions within tolerance (timed)."""
     from wsq.core.merge import merge_front
