@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 import wsq
-from wsq import ops
 from wsq.core.compress import Pool, collect_pool
 from wsq.io import entropy
+from wsq.kernels import ops
 
 # ----------------------------------------------------------------------------- 1-D k-means
 

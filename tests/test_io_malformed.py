@@ -24,8 +24,8 @@ from torch import nn
 
 import wsq
 from wsq import io as wio
-from wsq import ops
 from wsq.cli.main import main as cli
+from wsq.kernels import ops
 
 # A defect must be rejected quickly: at most 1 s of CPU (the reliability target; CPU time, so a
 # loaded machine cannot fail the check) and 10 s of wall clock (a blocking hang burns no CPU).

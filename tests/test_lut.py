@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsq import ops
 from wsq import reference as ref
+from wsq.kernels import ops
 
 MATMUL_BITS = tuple(range(1, 17))  # every width the kernels take, at every ISA level
 

@@ -7,7 +7,7 @@ index. The package map and the data flow are in docs/architecture.md. Importing 
 
 from __future__ import annotations
 
-from wsq import entropy, grid, metrics, nn, ops  # entropy imports no native module until a call
+from wsq import entropy, grid, kernels, metrics, nn  # entropy imports no native module until a call
 from wsq._info import __version__, info
 from wsq.core.binning import Binning, uniform_bins
 from wsq.core.compress import Compressed, compress
@@ -37,7 +37,7 @@ __all__ = [
     "entropy",
     "merge",
     "metrics",
-    "ops",
+    "kernels",
     "search",
     "SearchResult",
     "grid",
