@@ -9,6 +9,6 @@
   ``native.py``: the lazy loader of the compiled modules.
 
 Importing any of these registers Python functions only: no compiled module is loaded and CUDA is
-not initialised until a kernel runs. This ``__init__`` imports nothing, so importing a submodule
-runs no other.
+not initialised until a kernel runs. This ``__init__`` imports nothing: importing one module
+of the package runs only what that module imports.
 """

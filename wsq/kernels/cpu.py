@@ -11,9 +11,6 @@ public functions of wsq/kernels/ops.py call them directly when nothing needs the
 works on numpy buffers rather than tensors and so has no torch op.
 """
 
-# No `from __future__ import annotations`: register_kernel does not need it, and the module keeps
-# the convention of the op modules (torch 2.4 reads real annotation objects).
-
 from types import ModuleType
 
 import torch

@@ -14,9 +14,6 @@ formula, LSB-first dense bit packing, float32 codebooks. Kernels that look indic
 as NaN instead of a plausible value.
 """
 
-# No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
-# schemas from real annotation objects and rejects the strings that import would produce.
-
 import math
 
 import torch
