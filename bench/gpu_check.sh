@@ -119,19 +119,21 @@ command -v ninja >/dev/null 2>&1 || GEN="Unix Makefiles"
 export PY OUT WSQ_CUDA_ARCHS GEN PATH
 build() {
   local dir=build/gpu-check
-  cmake -S . -B "$dir" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DWSQ_CUDA=ON \
+  cmake -S . -B "$dir" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DWSQ_CUDA=ON -DWSQ_TESTING=ON \
     "-DWSQ_CUDA_ARCHS=$WSQ_CUDA_ARCHS" -DPython_EXECUTABLE="$PY" \
     -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >"$OUT/build.log" 2>&1 &&
     cmake --build "$dir" -j "$(nproc)" >>"$OUT/build.log" 2>&1
   local rc=$?
   grep -iE 'error|warning' "$OUT/build.log" | head -40
   [ $rc -eq 0 ] || { tail -30 "$OUT/build.log"; return $rc; }
-  cp "$dir"/_C*.so "$dir"/_cuda*.so wsq/ && echo "built for archs $WSQ_CUDA_ARCHS"
+  # the shipped modules into wsq/, the test-only host emulation (csrc/testing/) beside the tests
+  cp "$dir"/_C.*so "$dir"/_cuda.*so wsq/ && cp "$dir"/_cuda_host_emu.*so tests/ &&
+    echo "built for archs $WSQ_CUDA_ARCHS"
 }
 export -f build
 if [ "${WSQ_CHECK_SKIP_BUILD:-0}" = 1 ]; then
   # shellcheck disable=SC2012
-  reused=$(ls -l --time-style=+%FT%T wsq/_C*.so wsq/_cuda*.so 2>/dev/null | awk '{print $7, $6}' |
+  reused=$(ls -l --time-style=+%FT%T wsq/_C.*so wsq/_cuda.*so 2>/dev/null | awk '{print $7, $6}' |
     tr '\n' ',' | sed 's/,$//; s/,/, /g')
   log "build: SKIPPED (WSQ_CHECK_SKIP_BUILD=1), reusing: ${reused:-no compiled module in wsq/}"
   STEPS+=("SKIP  build (WSQ_CHECK_SKIP_BUILD=1; reused: ${reused:-no compiled module in wsq/})")
@@ -206,7 +208,8 @@ SMOKE=$(mktemp /tmp/wsq_smoke_XXXX.py)
 cat >"$SMOKE" <<'EOF'
 # Every CUDA kernel path once, small: for compute-sanitizer (memcheck / racecheck).
 import torch
-from wsq import ops, reference
+from wsq import reference
+from wsq.kernels import ops
 d = torch.device("cuda")
 g = torch.Generator().manual_seed(0)
 for dt in (torch.float32, torch.float16):

@@ -11,7 +11,7 @@ mismatch), then times with CUDA events (median of repeats):
   fp16 with the kernel's workspace in bytes: split-K partials are capped per launch
   (csrc/cuda/lut_matmul.cu), so the workspace must stay flat while the batch grows.
   Both sides run inside CUDA graphs (no Python launch overhead) and cycle through enough copies of
-  the weights to defeat the L2 cache. "op" is wsq.ops.lut_matmul on fp16 x (it upcasts x, runs
+  the weights to defeat the L2 cache. "op" is wsq.kernels.ops.lut_matmul on fp16 x (it upcasts x, runs
   the kernel, downcasts y); "kernel" is the raw kernel on fp32 x. Batches > 8 are also timed with
   torch.set_float32_matmul_precision("medium"), which enables the bf16 tensor-core path.
 
@@ -188,7 +188,7 @@ def _bin_one(dev: torch.device, dtype: torch.dtype, n: int, repeats: int) -> Non
     copy_bw = 2 * nbytes / t_copy
     name = str(dtype).replace("torch.", "")
     add({"bench": "copy", "dtype": name, "n": n, "ms": t_copy * 1e3, "GBps": copy_bw / 1e9})
-    t = time_events(lambda: ops._minmax_op(w), repeats)
+    t = time_events(lambda: ops.minmax_op(w), repeats)
     add({"bench": "minmax", "dtype": name, "n": n, "ms": t * 1e3, "GBps": nbytes / t / 1e9,
          "vs_copy": nbytes / t / copy_bw})  # fmt: skip
     lo, hi = ops.minmax(w)
@@ -196,9 +196,9 @@ def _bin_one(dev: torch.device, dtype: torch.dtype, n: int, repeats: int) -> Non
         lo32, scale = ops.bin_scale(lo, hi, k)
         moved = nbytes + n * (1 if k <= 256 else 2)  # read w, write the indices
         t = time_events(
-            lambda k=k, lo32=lo32, scale=scale: ops._histogram_op(w, k, lo32, scale, True), repeats
+            lambda k=k, lo32=lo32, scale=scale: ops.histogram_op(w, k, lo32, scale, True), repeats
         )
-        c, _, _ = ops._histogram_op(w, k, lo32, scale, False)
+        c, _, _ = ops.histogram_op(w, k, lo32, scale, False)
         if int(c.sum()) != n:
             raise RuntimeError(f"histogram k={k} counted {int(c.sum())} of {n} elements")
         row = {"bench": "binning(hist+idx)", "dtype": name, "k": k, "n": n, "ms": t * 1e3,
@@ -208,7 +208,7 @@ def _bin_one(dev: torch.device, dtype: torch.dtype, n: int, repeats: int) -> Non
         add(row)
     lo32, scale = ops.bin_scale(lo, hi, 256)
     values = torch.randn(256, device=dev)
-    t = time_events(lambda: ops._fake_quant_op(w, 256, lo32, scale, values, w), repeats)  # in place
+    t = time_events(lambda: ops.fake_quant_op(w, 256, lo32, scale, values, w), repeats)  # in place
     add({"bench": "fake_quant", "dtype": name, "k": 256, "n": n, "ms": t * 1e3,
          "GBps": 2 * nbytes / t / 1e9, "vs_copy": 2 * nbytes / t / copy_bw})  # fmt: skip
     w.normal_(0.0, 0.05)
@@ -228,7 +228,7 @@ def _remap_one(dev: torch.device, n: int, bits: int, repeats: int) -> None:
     dst = torch.empty_like(p)
     table = torch.randint(0, 1 << (bits - 1), (1 << bits,), dtype=torch.int32, device=dev)
     t_copy = time_events(lambda: dst.copy_(p), repeats)
-    t = time_events(lambda: ops._remap_packed_op(p, n, bits, table, bits), repeats)
+    t = time_events(lambda: ops.remap_packed_op(p, n, bits, table, bits), repeats)
     add({"bench": "merge-remap", "bits": bits, "n": n, "ms": t * 1e3, "GBps": 2 * nb / t / 1e9,
          "vs_copy": t_copy / t})  # fmt: skip
 

@@ -17,7 +17,7 @@
 
 namespace wsq {
 
-// Element type codes shared with wsq/ops.py (_DTYPE_CODES). Keep in sync.
+// Element type codes shared with wsq/kernels/args.py (_CODES). Keep in sync.
 enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kU8 = 3, kU16 = 4, kI32 = 5, kI64 = 6 };
 
 // The binning formula, fixed so no backend can differ:

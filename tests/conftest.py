@@ -45,7 +45,7 @@ def _seed():
 
 # ----------------------------------------------------------------- instruction-set levels (issue 10)
 # Kernel tests take the `isa` fixture: one case per level wsq knows (scalar, avx2, avx512), each run
-# with the kernels capped at that level (wsq.ops.use_isa). A level this CPU lacks is a visible skip,
+# with the kernels capped at that level (wsq.kernels.ops.use_isa). A level this CPU lacks is a visible skip,
 # never an uncollected case, and the session's header and summary name the levels run and not run.
 _ISA_RUN: dict[str, int] = {}
 
@@ -59,7 +59,7 @@ def _isa_levels() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 @pytest.fixture(params=["scalar", "avx2", "avx512"])
 def isa(request):
-    from wsq import ops
+    from wsq.kernels import ops
 
     have, _ = _isa_levels()
     if request.param not in have:

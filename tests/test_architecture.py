@@ -315,7 +315,6 @@ LAYERS = [
     ["wsq._spec", "wsq.errors", "wsq.checks", "wsq.metrics"],
     ["wsq.reference"],
     ["wsq.kernels"],
-    ["wsq.ops"],  # the public name of wsq.kernels.ops until the kernels' restructuring settles it
     ["wsq._info", "wsq.nn", "wsq.entropy", "wsq.container"],
     ["wsq.compressed"],
     ["wsq.core", "wsq.io"],

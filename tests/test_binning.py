@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import wsq
-from wsq import ops, reference
+from wsq import reference
 from wsq.kernels import native as _native
+from wsq.kernels import ops
 
 _C = _native.cpu()
 _LEVELS = ["scalar", "avx2", "avx512"]

@@ -12,6 +12,7 @@ import torch.nn as nn
 import wsq
 from wsq import reference
 from wsq.core.pool import collect_pool
+from wsq.kernels import ops
 from wsq.reference import fake_quant_model as reference_fake_quant
 
 
@@ -391,7 +392,7 @@ def test_with_indices_builds_independent_model():
     cb = torch.stack([c.codebook[2 * i : 2 * i + 2].mean() for i in range(new_n)])
     bits = reference.bits_for(new_n)
     packed = {
-        name: wsq.ops.remap_packed(c.global_packed(name), q.numel, c.bits, table, bits)
+        name: ops.remap_packed(c.global_packed(name), q.numel, c.bits, table, bits)
         for name, q in c.quantized.items()
     }
     before = {k: v.clone() for k, v in c.model.state_dict().items()}

@@ -2,10 +2,11 @@
 
 Two kinds of test:
 
-* Without a GPU (always run where wsq._cuda is built): the module imports and sees no device, the
-  error path when it is missing, import hygiene, and host emulations of the kernels' arithmetic
-  (fixed-point histogram sums, group packing, the matmul's word decode), built from the same
-  __host__ __device__ functions the kernels run.
+* Without a GPU: the module imports and sees no device (where wsq._cuda is built), the error path
+  when it is missing, import hygiene, and host emulations of the kernels' arithmetic (fixed-point
+  histogram sums, group packing, the matmul's word decode), built from the same __host__ __device__
+  functions the kernels run into the test-only module _cuda_host_emu (tests/_host_emulation.py),
+  which needs no CUDA compiler and never ships in wsq.
 * On every visible CUDA device (skipped with a reason otherwise): each kernel against
   wsq/reference.py and against the CPU kernel, exact for integers, odd and empty shapes, strided
   and misaligned inputs, repeated runs bitwise equal, matmul error within 2x torch's own.
@@ -24,10 +25,12 @@ from fractions import Fraction
 
 import pytest
 import torch
+from _host_emulation import emu, needs_emu
 
 import wsq
-from wsq import ops, reference
+from wsq import reference
 from wsq.kernels import native as _native
+from wsq.kernels import ops
 
 CUDA_BUILT = _native.cuda_built()
 CUDA_AVAILABLE = bool(wsq.info()["cuda_available"])
@@ -64,7 +67,7 @@ def _py(code: str) -> subprocess.CompletedProcess:
 
 def test_import_wsq_does_not_load_cuda_module():
     r = _py(
-        "import sys, torch, wsq, wsq.ops, wsq.kernels.cuda\n"
+        "import sys, torch, wsq, wsq.kernels.ops, wsq.kernels.cuda\n"
         "assert 'wsq._cuda' not in sys.modules, 'wsq._cuda imported'\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n"
         "print('ok')"
@@ -122,6 +125,19 @@ def test_bad_arguments_raise_value_error_before_any_launch():
 # ---------------------------------------------------------------- host emulations (CPU)
 
 
+def test_host_emulation_is_test_only():
+    # csrc/testing/ builds into the tests' _cuda_host_emu, never into the shipped modules
+    import importlib.util
+
+    assert importlib.util.find_spec("wsq._cuda_host_emu") is None
+    if CUDA_BUILT:
+        assert not [n for n in dir(_lib()) if n.startswith("host_")], "wsq._cuda holds test code"
+    if CUDA_BUILT or os.environ.get("CI"):
+        # every build that can make wsq._cuda makes the emulation too (.ci/dev_build.sh,
+        # .ci/build_wheel.sh, bench/gpu_check.sh): its tests never skip there unnoticed
+        assert emu is not None, "tests/_cuda_host_emu was not built beside wsq._cuda"
+
+
 def _exact_sums(w: torch.Tensor, k: int, lo: float, scale: float) -> list[Fraction]:
     idx = reference.bin_indices(w, k, lo, scale)
     sums = [Fraction(0)] * k
@@ -134,13 +150,13 @@ def _host_hist(w: torch.Tensor, k: int, lo: float, scale: float, block: int, pri
     w = w.float().contiguous()
     counts = torch.empty(k, dtype=torch.int64)
     sums = torch.empty(k, dtype=torch.float64)
-    _lib().host_histogram(
+    emu.host_histogram(
         w.data_ptr(), w.numel(), k, lo, scale, block, priv, counts.data_ptr(), sums.data_ptr()
     )
     return counts, sums
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("k", [1, 2, 16, 17, 256, 1000])
 @pytest.mark.parametrize("n", [1, 53, 1025, 70000])
 def test_host_histogram_counts_exact_and_sums_correctly_rounded(k, n):
@@ -160,7 +176,7 @@ def test_host_histogram_counts_exact_and_sums_correctly_rounded(k, n):
             torch.testing.assert_close(s, ref_s, rtol=1e-12, atol=1e-15)
 
 
-@needs_build
+@needs_emu
 def test_host_histogram_outliers_nan_and_tiny_values():
     w = torch.tensor(
         [-5.0, 0.1, 0.2, 0.3, 7.0, 1e-30, -1e-38, float("inf"), 0.25], dtype=torch.float32
@@ -173,10 +189,10 @@ def test_host_histogram_outliers_nan_and_tiny_values():
     torch.testing.assert_close(s[:3], ref_s[:3], rtol=1e-15, atol=1e-45)
 
 
-@needs_build
+@needs_emu
 def test_host_fixsum_to_double_is_correctly_rounded():
     g = torch.Generator().manual_seed(3)
-    lib = _lib()
+    lib = emu
     vals = [
         0,
         1,
@@ -198,9 +214,9 @@ def test_host_fixsum_to_double_is_correctly_rounded():
             assert got == float(Fraction(v) / Fraction(2) ** shift), (v, shift)
 
 
-@needs_build
+@needs_emu
 def test_host_fixsum_scale_covers_the_range():
-    lib = _lib()
+    lib = emu
     for lo, hi, k in [(-1.0, 1.0, 256), (0.0, 1e-30, 4), (-3e38, 3e38, 65536), (5.0, 5.0, 2)]:
         lo32, scale = ops.bin_scale(lo, hi, k)
         shift = lib.host_fixsum_shift(lo32, scale, k)
@@ -212,15 +228,15 @@ def test_host_fixsum_scale_covers_the_range():
 def _host_packed(idx: torch.Tensor, bits: int) -> torch.Tensor:
     v = idx.to(torch.int64).contiguous()
     out = torch.zeros(ops.packed_bytes(v.numel(), bits), dtype=torch.uint8)
-    _lib().host_pack(v.data_ptr(), v.numel(), bits, out.data_ptr())
+    emu.host_pack(v.data_ptr(), v.numel(), bits, out.data_ptr())
     return out
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_host_group_pack_unpack_remap(bits):
     g = torch.Generator().manual_seed(bits)
-    lib = _lib()
+    lib = emu
     for n in [0, *ODD]:
         idx = torch.randint(0, 1 << bits, (n,), generator=g)
         p = _host_packed(idx, bits)
@@ -243,19 +259,19 @@ def test_host_group_pack_unpack_remap(bits):
     )
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_host_words_decode_matches_unpack(bits):
     idx = torch.randint(0, 1 << bits, (32,), generator=torch.Generator().manual_seed(bits))
     words = reference.pack(idx, bits).view(torch.int32).contiguous()  # 32 * bits / 8 bytes
     out = torch.empty(32, dtype=torch.int32)
-    _lib().host_words_decode(words.data_ptr(), bits, out.data_ptr())
+    emu.host_words_decode(words.data_ptr(), bits, out.data_ptr())
     assert torch.equal(out.to(torch.int64), idx)
 
 
-@needs_build
+@needs_emu
 def test_host_tc_fragment_k_map_is_a_bijection_of_contiguous_runs():
-    lib = _lib()
+    lib = emu
     seen = set()
     for t in range(4):
         phys = [
@@ -271,7 +287,7 @@ def test_host_tc_fragment_k_map_is_a_bijection_of_contiguous_runs():
 def _host_matmul(x, p, n, bits, table, bias, mode):
     x = x.contiguous()
     y = torch.full((x.shape[0], n), float("nan"))
-    _lib().host_lut_matmul(x.data_ptr(), x.shape[0], x.shape[1], x.shape[1], p.data_ptr(), n, bits,
+    emu.host_lut_matmul(x.data_ptr(), x.shape[0], x.shape[1], x.shape[1], p.data_ptr(), n, bits,
                            table.data_ptr(), _ptr(bias), y.data_ptr(), n, mode)  # fmt: skip
     return y
 
@@ -280,7 +296,7 @@ def _ptr(t):
     return 0 if t is None else t.data_ptr()
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_host_lut_matmul_fast_path_within_twice_torch_fp32(bits):
     for m, k, n in [(1, 32, 1), (3, 1024, 70), (9, 2080, 33)]:  # 2080: three split-K slices
@@ -303,7 +319,7 @@ def _at_every_width(own: int, m: int, k: int, n: int, seed: int):
     return x, bias, held
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("m", [1, 2, 5, 9])
 def test_host_lut_matmul_is_the_same_at_every_width_a_tensor_fits(m):
     # the exact path sums in one order at every width: holding a tensor at a narrower width
@@ -314,7 +330,7 @@ def test_host_lut_matmul_is_the_same_at_every_width_a_tensor_fits(m):
         assert all(torch.equal(o, outs[0]) for o in outs[1:]), (own, m)
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("bits", [1, 2, 4, 5, 8])
 def test_host_tensor_core_fragments_compute_x_w_t(bits):
     """The kernel's fragment assembly through an mma emulated from the PTX layout tables."""
@@ -349,13 +365,13 @@ def test_minmax(dev, dtype, n):
 
 def test_minmax_nonfinite_and_signed_zero(dev):
     w = torch.tensor([0.0, -0.0, 1.0, float("nan"), float("-inf")], device=dev)
-    r = ops._minmax_op(w).cpu().tolist()
-    assert r == ops._minmax_op(w.cpu()).tolist() and r[2] == 2
+    r = ops.minmax_op(w).cpu().tolist()
+    assert r == ops.minmax_op(w.cpu()).tolist() and r[2] == 2
     with pytest.raises(ValueError, match="2 NaN or Inf"):
         ops.minmax(w)
-    z = ops._minmax_op(torch.tensor([-0.0, 0.0], device=dev)).cpu()
+    z = ops.minmax_op(torch.tensor([-0.0, 0.0], device=dev)).cpu()
     assert math.copysign(1, z[0]) < 0 and math.copysign(1, z[1]) > 0
-    assert ops._minmax_op(torch.empty(0, device=dev)).cpu().tolist() == [0.0, 0.0, 0.0]
+    assert ops.minmax_op(torch.empty(0, device=dev)).cpu().tolist() == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 256, 257, 4096, 65536])
@@ -405,9 +421,7 @@ def test_relabel(dev, din, dout):
     table = torch.randint(0, 250, (200,), dtype=torch.int32)
     got = ops.relabel(idx.to(dev), table.to(dev), dout)
     assert torch.equal(got.cpu(), ops.relabel(idx, table, dout))
-    bad = ops._relabel_op(
-        torch.tensor([5, 300], dtype=torch.int64, device=dev), table.to(dev), dout
-    )
+    bad = ops.relabel_op(torch.tensor([5, 300], dtype=torch.int64, device=dev), table.to(dev), dout)
     assert bad.cpu().tolist() == [int(table[5]), 0]  # out of table: 0, no error on CUDA
 
 
@@ -465,10 +479,10 @@ def test_pack_family_misaligned_strided_and_invalid(dev):
     assert torch.equal(ops.unpack(p, n, bits, torch.int64).cpu(), idx)
     strided = torch.stack([idx, idx]).T.to(dev)[:, 0]  # non-contiguous indices
     assert torch.equal(ops.pack(strided, bits).cpu(), reference.pack(idx, bits))
-    bad = ops._pack_op(torch.tensor([3, -1, 40, 7], device=dev), bits)
+    bad = ops.pack_op(torch.tensor([3, -1, 40, 7], device=dev), bits)
     assert torch.equal(bad.cpu(), reference.pack(torch.tensor([3, 0, 0, 7]), bits))
     short = torch.tensor([1, 2], dtype=torch.int32, device=dev)
-    r = ops._remap_packed_op(p, n, bits, short, 2)
+    r = ops.remap_packed_op(p, n, bits, short, 2)
     assert torch.equal(
         r.cpu(), reference.pack(torch.where(idx < 2, short.cpu()[idx.clamp(max=1)], 0), 2)
     )
@@ -489,7 +503,7 @@ def test_dequant_and_gather_rows(dev, bits, dtype):
     ids = torch.tensor([[0, 36], [5, 5], [20, 1]])
     gr = ops.gather_rows(p.to(dev), ids.to(dev), rows, cols, bits, table.to(dev), dtype)
     assert torch.equal(gr.cpu(), ops.gather_rows(p, ids, rows, cols, bits, table, dtype))
-    bad = ops._gather_rows_op(p.to(dev), torch.tensor([1, -1, rows], device=dev), rows, cols, bits,
+    bad = ops.gather_rows_op(p.to(dev), torch.tensor([1, -1, rows], device=dev), rows, cols, bits,
                               table.to(dev), dtype).cpu()  # fmt: skip
     assert torch.equal(bad[0], got.cpu()[cols : 2 * cols]) and bad[1:].float().isnan().all()
 
@@ -537,6 +551,7 @@ def test_lut_matmul_error_within_twice_torch_fp32(dev, m, k, bits):
         assert torch.equal(ops.lut_matmul(xs, p.to(dev), n, bits, table.to(dev), bias.to(dev)), y)
 
 
+@needs_emu
 @pytest.mark.parametrize("m", [1, 2, 4, 8, 9])
 @pytest.mark.parametrize("bits", [1, 3, 4, 8, 13, 16])
 def test_lut_matmul_bitwise_equal_to_host_emulation(dev, m, bits):

@@ -1,10 +1,10 @@
 """Repeatability of the CUDA histogram and the bounded split-K workspace of the CUDA LUT matmul.
 
-* Host side (wherever wsq._cuda is built, no GPU needed): the histogram's arithmetic, emulated on
-  the host from the kernel's own __host__ __device__ functions (csrc/cuda/host_emu.h), gives
+* Host side (no GPU needed): the histogram's arithmetic, emulated on the host from the kernel's own
+  __host__ __device__ functions (the test-only module of tests/_host_emulation.py), gives
   bitwise-identical sums whatever the order and grouping of the elements, clamped outliers and
   NaN/Inf included (a float64 accumulation of the outliers, as the kernel once did, fails this);
-  the matmul's workspace size does not grow with the batch.
+  the matmul's workspace size does not grow with the batch (where wsq._cuda is built).
 * On a CUDA device (skipped otherwise): the same two properties on the device, and the device's
   sums equal the host emulation's bit for bit.
 """
@@ -16,10 +16,12 @@ from fractions import Fraction
 
 import pytest
 import torch
+from _host_emulation import emu, needs_emu
 
 import wsq
-from wsq import ops, reference
+from wsq import reference
 from wsq.kernels import native as _native
+from wsq.kernels import ops
 
 needs_build = pytest.mark.skipif(
     not _native.cuda_built(), reason="wsq._cuda was not built (no nvcc)"
@@ -33,7 +35,7 @@ def _host_hist(w: torch.Tensor, k: int, lo: float, scale: float, block: int, pri
     w = w.float().contiguous()
     counts = torch.empty(k, dtype=torch.int64)
     sums = torch.empty(k, dtype=torch.float64)
-    _native.cuda().host_histogram(
+    emu.host_histogram(
         w.data_ptr(), w.numel(), k, lo, scale, block, priv, counts.data_ptr(), sums.data_ptr()
     )
     return counts, sums
@@ -53,7 +55,7 @@ def _exact(vals: list[float]) -> Fraction:
     return sum((Fraction(v) for v in vals), Fraction(0))
 
 
-@needs_build
+@needs_emu
 @pytest.mark.parametrize("k", [1, 2, 16, 17, 300])
 def test_host_histogram_sums_do_not_depend_on_order_with_clamped_outliers(k):
     w = _clamped_case(20011, seed=k)
@@ -77,7 +79,7 @@ def test_host_histogram_sums_do_not_depend_on_order_with_clamped_outliers(k):
         assert abs(Fraction(results[0][b].item()) - exact) <= mags * Fraction(2) ** -40
 
 
-@needs_build
+@needs_emu
 def test_host_histogram_outlier_nan_and_infinities_in_end_bins():
     lo32, scale = ops.bin_scale(-1.0, 1.0, 4)
     inf, nan = float("inf"), float("nan")
@@ -122,6 +124,7 @@ def test_lut_matmul_workspace_does_not_grow_with_the_batch():
 
 
 @needs_gpu
+@needs_emu
 @pytest.mark.parametrize("k", [2, 16, 17, 4096])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_histogram_with_range_inside_the_data_is_bitwise_repeatable(k, dtype):

@@ -1,9 +1,9 @@
-"""Entropy coders (wsq.entropy over csrc/entropy.cpp, huffman.cpp, rans.cpp).
+"""Entropy coders (wsq.entropy over csrc/cpu/entropy.cpp, entropy_huffman.cpp, entropy_rans.cpp).
 
 Round trips over alphabets and distributions, sizes from histograms against real streams,
 compression against the entropy bound, and malformed streams: truncation at every byte, every
 single-bit flip, and one handcrafted stream per defect (built with an independent Python writer of
-the format documented in csrc/entropy.h, checked byte for byte against the C++ encoder first).
+the format documented in csrc/cpu/entropy.h, checked byte for byte against the C++ encoder first).
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def test_single_bit_flips(coder):
         assert detected == 8 * len(data)
 
 
-# A pure-Python writer of the stream format (csrc/entropy.h), independent of the C++ encoder.
+# A pure-Python writer of the stream format (csrc/cpu/entropy.h), independent of the C++ encoder.
 
 
 class BitWriter:

@@ -13,7 +13,7 @@ import pytest
 CHILD = textwrap.dedent(
     """
     import os, sys, torch, wsq
-    from wsq import ops
+    from wsq.kernels import ops
     w = torch.randn(4_000_000)
     wsq.uniform_bins(w, 256)                      # the parent opens parallel regions first
     pid = os.fork()

@@ -29,7 +29,7 @@ def test_kernels_share_torchs_openmp_runtime():
     vendored libgomp carries the soname libgomp.so.1, so the loader reuses the one torch loaded)."""
     import torch
 
-    from wsq import ops
+    from wsq.kernels import ops
 
     ops.unpack(ops.pack(torch.zeros(64, dtype=torch.uint8), 2), 64, 2)  # load wsq._C
     before = torch.get_num_threads()

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 import wsq
-from wsq import container, ops
+from wsq import container
 from wsq.cli.main import main as cli
 from wsq.compressed import layout
+from wsq.kernels import ops
 
 # A defect must be rejected quickly: at most 1 s of CPU (the reliability target; CPU time, so a
 # loaded machine cannot fail the check) and 10 s of wall clock (a blocking hang burns no CPU).

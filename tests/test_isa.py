@@ -1,4 +1,4 @@
-"""Forcing the CPU kernels' instruction-set level (issue 10): wsq.ops.set_isa / use_isa / WSQ_ISA."""
+"""Forcing the CPU kernels' instruction-set level (issue 10): wsq.kernels.ops.set_isa / use_isa / WSQ_ISA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import wsq
-from wsq import ops
+from wsq.kernels import ops
 from wsq.kernels.isa import ISA_LEVELS
 
 

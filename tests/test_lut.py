@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsq import ops
 from wsq import reference as ref
+from wsq.kernels import ops
 
 MATMUL_BITS = tuple(range(1, 17))  # every width the kernels take, at every ISA level
 
@@ -344,9 +344,9 @@ def _inference_calls():
     rows = torch.tensor([3, 0, 10])
     x = torch.randn(2, k)
     return [
-        (lambda x=x: ops.lut_matmul(x, packed, n, bits, table), "_lut_matmul_op", x),
-        (lambda: ops.dequant(packed, n * k, bits, table), "_dequant_op", None),
-        (lambda: ops.gather_rows(packed, rows, n, k, bits, table), "_gather_rows_op", None),
+        (lambda x=x: ops.lut_matmul(x, packed, n, bits, table), "lut_matmul_op", x),
+        (lambda: ops.dequant(packed, n * k, bits, table), "dequant_op", None),
+        (lambda: ops.gather_rows(packed, rows, n, k, bits, table), "gather_rows_op", None),
     ]
 
 

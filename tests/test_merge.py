@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import wsq
-from wsq import ops, reference
+from wsq import reference
 from wsq.core.merge import merge
+from wsq.kernels import ops
 
 
 def _mlp(seed: int = 0) -> nn.Module:

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import wsq
+from wsq.kernels import ops
 from wsq.reference import fake_quant_model as reference_fake_quant
 
 K = 24
@@ -219,7 +220,7 @@ def test_each_tensor_has_its_own_table_of_the_values_it_uses():
     c = wsq.compress(make_model(), K)
     for name, q in c.quantized.items():
         n = int((~torch.isnan(q.table)).sum())
-        assert q.table.numel() == 1 << q.bits and q.bits == wsq.ops.bits_for(n)
+        assert q.table.numel() == 1 << q.bits and q.bits == ops.bits_for(n)
         assert torch.isnan(q.table[n:]).all()
         assert bool(torch.isin(q.table[:n], c.codebook).all()), name  # a gather of the codebook
     values = torch.cat([q.table for q in c.quantized.values()])
@@ -316,7 +317,7 @@ def test_layers_are_not_constructible_directly():
 
 
 def test_quantize_module_argument_checks():
-    table = {"weight": wsq.ops.lut_table(torch.tensor([0.0, 1.0]), 1)}
+    table = {"weight": ops.lut_table(torch.tensor([0.0, 1.0]), 1)}
     lin = nn.Linear(4, 2)
     with pytest.raises(ValueError, match="need 1"):
         wsq.nn.quantize_module_(lin, {"weight": torch.zeros(3, dtype=torch.uint8)}, table)

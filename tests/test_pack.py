@@ -15,8 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsq import ops, reference
+from wsq import reference
 from wsq.kernels import native as _native
+from wsq.kernels import ops
 
 _C = _native.cpu()
 _LEVELS = ["scalar", "avx2", "avx512"]

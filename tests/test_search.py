@@ -15,6 +15,7 @@ from _search_digits import Accuracy, trained_cnn
 from torch import nn
 
 import wsq
+from wsq.kernels import ops
 from wsq.search import Solution, search
 from wsq.search.driver import _sweep_ks
 from wsq.search.problem import CandidateEvaluator, Space
@@ -192,7 +193,7 @@ def test_clip_variable_reproduced_by_compress(cnn, acc):
     assert all(0.0 <= s.clip <= 1.0 for s in r.history)
     clipped = [s for s in r.front if s.clip > 0] or [s for s in r.history if s.clip > 0]
     s = clipped[0]
-    wmin, wmax = wsq.ops.minmax(
+    wmin, wmax = ops.minmax(
         torch.cat([p.detach().reshape(-1) for p in cnn.parameters() if p.dim() >= 2])
     )
     assert wmin < s.lo < s.hi < wmax

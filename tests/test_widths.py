@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import wsq
 from wsq import reference
+from wsq.kernels import ops
 
 K = 65536
 WIDTHS = range(1, 17)
@@ -106,11 +107,11 @@ def test_every_tensor_at_the_width_its_values_need(compressed):
 def test_in_memory_bytes_are_each_tensor_at_its_width(compressed):
     c = compressed
     s = c.stats()
-    lut = sum(wsq.ops.packed_bytes(q.numel, q.bits) + (4 << q.bits) for q in c.quantized.values())
+    lut = sum(ops.packed_bytes(q.numel, q.bits) + (4 << q.bits) for q in c.quantized.values())
     assert s["bits_memory"] == 8 * lut / c.n_weights
     want = _expected_widths()
     for name, q in c.quantized.items():
-        assert q.packed.numel() == wsq.ops.packed_bytes(q.numel, want[name]), name
+        assert q.packed.numel() == ops.packed_bytes(q.numel, want[name]), name
     rest = sum(t.numel() * t.element_size() for t in c.rest_state().values())
     assert s["param_bytes_compressed"] == lut + rest
     assert s["widths"] == {
@@ -124,16 +125,14 @@ def test_outputs_equal_the_single_width_model(compressed, isa, batch):
     # the single-width model: every Linear through the same kernel with the whole codebook's
     # table at 16 bits; Embedding/Conv through their dense equivalents of the same weights
     c = compressed
-    table = wsq.ops.lut_table(c.codebook, c.bits)
+    table = ops.lut_table(c.codebook, c.bits)
     got = c.model.outputs(batch)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for i, fc in enumerate(c.model.fcs):
             x = torch.randn(batch, fc.in_features, generator=g)
             name = f"fcs.{i}.weight"
-            want = wsq.ops.lut_matmul(
-                x, c.global_packed(name), fc.out_features, c.bits, table, fc.bias
-            )
+            want = ops.lut_matmul(x, c.global_packed(name), fc.out_features, c.bits, table, fc.bias)
             assert torch.equal(got[i], want), (name, c.widths()[name], isa, batch)
         ids = torch.randint(0, 37, (batch, 3), generator=g)
         assert torch.equal(got[-2], F.embedding(ids, _single_width_weight(c, "emb.weight")))
@@ -156,8 +155,8 @@ def test_a_tensor_computes_the_same_at_every_width_it_fits(compressed, isa, batc
             x = torch.randn(batch, fc.in_features + 5, generator=g)[:, 2 : 2 + fc.in_features]
             assert batch == 1 or not x.is_contiguous()
             outs = [
-                wsq.ops.lut_matmul(
-                    x, wsq.ops.pack(idx, b), fc.out_features, b, wsq.ops.lut_table(values, b), fc.bias
+                ops.lut_matmul(
+                    x, ops.pack(idx, b), fc.out_features, b, ops.lut_table(values, b), fc.bias
                 )
                 for b in range(q.bits, 17)
             ]

@@ -7,7 +7,7 @@ index. The package map and the data flow are in docs/architecture.md. Importing 
 
 from __future__ import annotations
 
-from wsq import entropy, metrics, nn, ops  # entropy imports no native module until a call
+from wsq import entropy, kernels, metrics, nn  # entropy imports no native module until a call
 from wsq._info import __version__, info
 from wsq.compressed import Compressed
 from wsq.core.binning import Binning, uniform_bins
@@ -38,7 +38,7 @@ __all__ = [
     "entropy",
     "merge",
     "metrics",
-    "ops",
+    "kernels",
     "search",
     "SearchResult",
     "tune",

@@ -14,7 +14,7 @@ def info() -> dict:
     ``cuda_error`` (why ``cuda_available`` is False: the CUDA runtime's own error text, such as a
     driver older than the runtime, or why wsq._cuda failed to load; "" when a device is seen);
     ``cpu_isa`` (the kernel level in use: scalar, avx2 or avx512, capped by ``WSQ_ISA`` or
-    ``wsq.ops.set_isa``); ``cpu_isa_detected`` (the CPU's best);
+    ``wsq.kernels.ops.set_isa``); ``cpu_isa_detected`` (the CPU's best);
     ``cpu_features`` (flags seen on this CPU); ``openmp_threads`` (threads wsq's CPU kernels
     use: they share torch's OpenMP runtime, so ``torch.set_num_threads`` sets it); ``torch``.
     """

@@ -2,8 +2,8 @@
 
 A compressed model holds one codebook of ``n_symbols <= 65536`` entries; each tensor's indices
 (uint8 when ``n_symbols <= 256``, else uint16) are coded into one self-contained byte string by
-:func:`encode` and restored by :func:`decode`. The coders run in C++ (csrc/entropy.cpp,
-csrc/huffman.cpp, csrc/rans.cpp) on the CPU; the stream layout is documented in csrc/entropy.h.
+:func:`encode` and restored by :func:`decode`. The coders run in C++ (csrc/cpu/entropy.cpp,
+entropy_huffman.cpp, entropy_rans.cpp) on the CPU; the stream layout is documented in csrc/cpu/entropy.h.
 
 - ``"huffman"``: canonical code, lengths <= 16 (package-merge, optimal under that limit); exact
   sizes from a histogram. Loses up to ~1 bit/symbol when one symbol dominates.
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsq.errors import FormatError
-from wsq.kernels import native as _native
+from wsq.kernels.cpu import entropy_coders as _coders
 
 __all__ = [
     "CODERS",
@@ -117,7 +117,7 @@ def histogram(symbols: Any, n_symbols: int) -> np.ndarray:
     n_symbols = _check_n_symbols(n_symbols)
     s = _symbols(symbols)
     counts = np.zeros(n_symbols, dtype=np.int64)
-    err = _native.cpu().entropy_histogram(
+    err = _coders().entropy_histogram(
         s.ctypes.data, s.itemsize, s.size, n_symbols, counts.ctypes.data
     )
     if err:
@@ -143,7 +143,7 @@ def size_breakdown(counts: Any, coder: str) -> dict:
     coder = _check_coder(coder)
     if coder == "auto":
         coder = choose(c)
-    d = _native.cpu().entropy_measure(c.ctypes.data, c.size, _CODER_IDS[coder])
+    d = _coders().entropy_measure(c.ctypes.data, c.size, _CODER_IDS[coder])
     d["coder"] = coder
     d["total_bytes"] = (
         d["header_bytes"] + d["table_bytes"] + d["directory_bytes"] + d["payload_bytes"]
@@ -158,7 +158,7 @@ def code_table(counts: Any, coder: str) -> tuple[np.ndarray, int]:
     c = _counts(counts)
     coder = _check_coder(coder, auto=False)
     values = np.zeros(c.size, dtype=np.uint32)
-    scale_bits, _lanes = _native.cpu().entropy_plan(
+    scale_bits, _lanes = _coders().entropy_plan(
         c.ctypes.data, c.size, _CODER_IDS[coder], values.ctypes.data
     )
     return values, scale_bits
@@ -198,7 +198,7 @@ def choose(counts: Any) -> str:
 
 def encode(symbols: Any, n_symbols: int, coder: str = "auto") -> bytes:
     """Codes a 1-D uint8/uint16 numpy array or CPU tensor of values < n_symbols into one
-    self-contained byte string (header, table, lane directory, payload; see csrc/entropy.h).
+    self-contained byte string (header, table, lane directory, payload; see csrc/cpu/entropy.h).
     ``coder`` is "huffman", "ans" or "auto" (the smaller for this data)."""
     n_symbols = _check_n_symbols(n_symbols)
     coder = _check_coder(coder)
@@ -206,7 +206,7 @@ def encode(symbols: Any, n_symbols: int, coder: str = "auto") -> bytes:
     if coder == "auto":
         coder = choose(histogram(s, n_symbols))
     try:
-        return _native.cpu().entropy_encode(
+        return _coders().entropy_encode(
             s.ctypes.data, s.itemsize, s.size, n_symbols, _CODER_IDS[coder]
         )
     except ValueError as e:
@@ -237,7 +237,7 @@ def stream_sizes(data: bytes | memoryview | np.ndarray) -> dict:
     """Fields and part sizes of an encoded stream (header, table and directory are validated;
     the payload is not decoded). Raises FormatError if they are malformed."""
     buf = _bytes_view(data)
-    err, d = _native.cpu().entropy_inspect(buf.ctypes.data, buf.size)
+    err, d = _coders().entropy_inspect(buf.ctypes.data, buf.size)
     if err:
         raise FormatError(f"entropy stream: {err}")
     d["coder"] = _CODER_NAMES[d["coder"]]
@@ -266,7 +266,7 @@ def decode(
         raise ValueError(f"threads must be an int >= 0, got {threads!r}")
     n = int(n)
     buf = _bytes_view(data)
-    C = _native.cpu()
+    C = _coders()
     # Header, table and directory are validated before the output is allocated.
     err, d = C.entropy_inspect(buf.ctypes.data, buf.size)
     if err:

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "../fixsum_hd.h"
+#include "fixsum_hd.h"
 #include "binning.cuh"
 #include "device.cuh"
 

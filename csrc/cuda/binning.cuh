@@ -1,5 +1,5 @@
 // CUDA binning kernels: min/max, the fused bin + count + sum (+ index) pass, relabel, and fused
-// fake-quant. Same C ABI as csrc/binning.h (raw device pointers, dtype codes) plus the stream.
+// fake-quant. Same C ABI as csrc/cpu/binning.h (raw device pointers, dtype codes) plus the stream.
 // No call synchronises the device; argument errors raise std::invalid_argument (ValueError).
 //
 // Differences from the CPU kernels, by design (no synchronisation inside an op):

@@ -1,6 +1,6 @@
 // Device-side helpers shared by the CUDA kernel families: stream cast, vector loads of 8 elements,
 // element-type dispatch and warp reductions. The per-element arithmetic itself lives in the
-// host/device headers (../common.h, ../fixsum_hd.h, ../group_hd.h) so the CPU build compiles it
+// host/device headers (../common.h, fixsum_hd.h, group_hd.h) so the CPU build compiles it
 // too.
 #pragma once
 #include <cuda_bf16.h>

@@ -1,10 +1,10 @@
-// Device loads and stores of whole groups (8 indices = exactly `bits` bytes, ../group_hd.h) with
+// Device loads and stores of whole groups (8 indices = exactly `bits` bytes, group_hd.h) with
 // the widest aligned accesses the width allows: group g starts at byte g * bits, so it is aligned
 // to the largest power of two dividing `bits` (when the stream itself is 16-byte aligned).
 #pragma once
 #include <cstdint>
 
-#include "../group_hd.h"
+#include "group_hd.h"
 #include "device.cuh"
 
 namespace wsq::cuda {

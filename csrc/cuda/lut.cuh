@@ -1,6 +1,6 @@
 // CUDA codebook-lookup kernels: dequantize, row gather (Embedding lookup) and the LUT matmul that
-// reads packed indices directly. Same C ABI as csrc/lut.h (device pointers) plus the stream.
-// `table` always has 2^bits float32 entries (wsq.ops.lut_table), so no index can read past it.
+// reads packed indices directly. Same C ABI as csrc/cpu/lut.h (device pointers) plus the stream.
+// `table` always has 2^bits float32 entries (wsq.kernels.ops.lut_table), so no index can read past it.
 //
 // Differences from the CPU kernels, by design (no synchronisation inside an op): gather_rows
 // counts nothing; a row id outside [0, num_rows) gives a NaN row, as on the CPU, but no error.
@@ -20,7 +20,7 @@ void gather_rows(const uint8_t *packed, int64_t nbytes, int64_t num_rows, int64_
 //   0  exact: float32 FMA, for any shape. M <= 8 is the small-batch GEMV (all M rows of x share
 //      each decoded weight); larger M runs tiles of 8 rows of x. Split-K partial sums are reduced
 //      in a fixed order by the last block of each row block, so results are bitwise repeatable.
-//   1  tensor cores (bf16 inputs, float32 accumulation), used by wsq/_ops_cuda.py when torch's
+//   1  tensor cores (bf16 inputs, float32 accumulation), used by wsq/kernels/cuda.py when torch's
 //      float32 matmul precision is "medium" (torch itself then runs float32 matmuls in bf16);
 //      needs K % 32 == 0, bits <= 8 and a 16-byte aligned stream, else falls back to mode 0.
 // `ws` must hold lut_matmul_workspace_bytes(M, K, N, bits, mode) bytes of device memory.

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "../group_hd.h"
-#include "../lut_hd.h"
+#include "group_hd.h"
+#include "lut_hd.h"
 #include "device.cuh"
 
 namespace wsq::cuda::gemv {

@@ -14,8 +14,8 @@
 #include <string>
 #include <utility>
 
-#include "../group_hd.h"
-#include "../lut_hd.h"
+#include "group_hd.h"
+#include "lut_hd.h"
 #include "device.cuh"
 #include "groups.cuh"
 #include "lut_tc.cuh"

@@ -1,5 +1,5 @@
 // CUDA packing kernels: pack, unpack and the merge kernel remap_packed (one pass, no unpacked
-// intermediate). Same C ABI as csrc/pack.h (device pointers) plus the stream; the same LSB-first
+// intermediate). Same C ABI as csrc/cpu/pack.h (device pointers) plus the stream; the same LSB-first
 // layout, worked in groups of 8 indices (b bytes) so threads never share an output byte.
 //
 // Differences from the CPU kernels, by design (no synchronisation inside an op): nothing is

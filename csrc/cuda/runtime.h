@@ -1,7 +1,7 @@
 // Host helpers for the CUDA module: device queries, error translation and launch sizing. Every
 // CUDA call's error becomes a C++ exception naming the call, which pybind11 turns into a Python
 // RuntimeError. Kernels run on the caller's stream (torch.cuda.current_stream().cuda_stream) on the
-// current device, which the Python layer (wsq/_ops_cuda.py) sets to the tensors' device.
+// current device, which the Python layer (wsq/kernels/cuda.py) sets to the tensors' device.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,16 +1,14 @@
-"""Argument checks and dispatch helpers shared by the op modules of wsq.kernels.
+"""Argument checks and dispatch helpers shared by the modules of wsq.kernels.
 
-Every public op function checks its arguments with these (TypeError / ValueError naming the
-argument) before it calls its op; ``_direct`` says when an eager CPU call may skip the
-torch.library dispatcher.
+Every public function of wsq/kernels/ops.py checks its arguments with these (TypeError /
+ValueError naming the argument) before it calls its op; ``_direct`` says when an eager CPU call may
+skip the torch.library dispatcher; ``_CODES`` are the dtype codes both backends pass to C++.
 """
 
 # No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
 # schemas from real annotation objects and rejects the strings that import would produce.
 
 import torch
-
-from wsq.kernels import native as _native
 
 # dtype codes shared with csrc/common.h (enum DType)
 _CODES = {
@@ -100,10 +98,6 @@ def _packed(name: str, packed, n: int, bits: int) -> torch.Tensor:
     return _flat(name, packed)
 
 
-def _cpu():
-    return _native.cpu()
-
-
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # what _direct accepts (no tensor subclasses)
 
 
@@ -128,16 +122,3 @@ def _direct(*tensors) -> bool:
         if type(t) not in _PLAIN or not t.is_cpu or (grad and t.requires_grad):
             return False
     return True
-
-
-def _cpu_op(name: str, fn):
-    """Registers fn as the CPU kernel of the torch.library op wsq::name (fn stays callable directly)."""
-    return torch.library.custom_op(f"wsq::{name}", mutates_args=(), device_types="cpu")(fn)
-
-
-def _stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream
-
-
-def _cuda():
-    return _native.cuda()

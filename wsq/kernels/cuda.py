@@ -1,4 +1,5 @@
-"""CUDA kernels for the ops in wsq/kernels/ops.py (registered with ``register_kernel("cuda")``).
+"""CUDA backend: the kernels of the ops in wsq/kernels/schemas.py, on wsq._cuda (csrc/cuda/),
+registered with ``register_kernel("cuda")`` beside the CPU backend (wsq/kernels/cpu.py).
 
 Importing this module only registers Python functions: it neither imports ``wsq._cuda`` nor
 initialises CUDA. The compiled module is fetched with ``wsq.kernels.native.cuda()`` inside each kernel, so
@@ -14,9 +15,9 @@ synchronisation, so they stay bounds-safe and document what they write instead:
   dtype without a range check (CPU: ValueError for both).
 * ``remap_packed``: an index beyond the table is written as 0 (CPU: writes 0, then ValueError).
 * ``gather_rows``: a row id outside [0, num_rows) gives a NaN row (CPU: NaN row, then IndexError).
-* ``minmax`` returns its (lo, hi, nonfinite) float64 triple on the device; ``wsq.ops.minmax``
+* ``minmax`` returns its (lo, hi, nonfinite) float64 triple on the device; ``ops.minmax``
   reads it (that read is the synchronisation the caller needs anyway).
-* ``histogram`` sums are exact fixed-point totals (csrc/fixsum_hd.h): bitwise repeatable whatever
+* ``histogram`` sums are exact fixed-point totals (csrc/cuda/fixsum_hd.h): bitwise repeatable whatever
   the order (clamped outliers and NaN/Inf too: integer sums per float32 exponent), equal to the
   CPU's float64 sums to float64 rounding. Counts and indices are identical to the CPU's.
 * ``lut_matmul`` accumulates in float32 (exact products, fixed summation order, bitwise
@@ -34,8 +35,8 @@ import torch
 
 from wsq._spec import index_dtype
 from wsq.kernels import native as _native
-from wsq.kernels import ops
-from wsq.kernels.ops import _CODES, packed_bytes
+from wsq.kernels import schemas
+from wsq.kernels.args import _CODES, packed_bytes
 
 
 def _lib():
@@ -57,14 +58,14 @@ def _workspace(nbytes: int, device: torch.device) -> torch.Tensor:
     return torch.empty(nbytes, dtype=torch.uint8, device=device)
 
 
-@ops._minmax_op.register_kernel("cuda")
+@schemas.minmax_op.register_kernel("cuda")
 def _minmax_cuda(w: torch.Tensor) -> torch.Tensor:
     out = torch.empty(3, dtype=torch.float64, device=w.device)
     _run(w, _lib().minmax, _ptr(w), w.numel(), _CODES[w.dtype], out.data_ptr())
     return out
 
 
-@ops._histogram_op.register_kernel("cuda")
+@schemas.histogram_op.register_kernel("cuda")
 def _histogram_cuda(
     w: torch.Tensor, k: int, lo: float, scale: float, want_indices: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,7 +84,7 @@ def _histogram_cuda(
     return counts, sums, idx
 
 
-@ops._relabel_op.register_kernel("cuda")
+@schemas.relabel_op.register_kernel("cuda")
 def _relabel_cuda(idx: torch.Tensor, table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(idx.numel(), dtype=out_dtype, device=idx.device)
     _run(
@@ -93,7 +94,7 @@ def _relabel_cuda(idx: torch.Tensor, table: torch.Tensor, out_dtype: torch.dtype
     return out
 
 
-@ops._fake_quant_op.register_kernel("cuda")
+@schemas.fake_quant_op.register_kernel("cuda")
 def _fake_quant_cuda(
     w: torch.Tensor, k: int, lo: float, scale: float, values: torch.Tensor, out: torch.Tensor
 ) -> None:
@@ -103,21 +104,21 @@ def _fake_quant_cuda(
     )  # fmt: skip
 
 
-@ops._pack_op.register_kernel("cuda")
+@schemas.pack_op.register_kernel("cuda")
 def _pack_cuda(idx: torch.Tensor, bits: int) -> torch.Tensor:
     out = torch.empty(packed_bytes(idx.numel(), bits), dtype=torch.uint8, device=idx.device)
     _run(idx, _lib().pack, _ptr(idx), idx.numel(), _CODES[idx.dtype], bits, _ptr(out))
     return out
 
 
-@ops._unpack_op.register_kernel("cuda")
+@schemas.unpack_op.register_kernel("cuda")
 def _unpack_cuda(packed: torch.Tensor, n: int, bits: int, out_dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(n, dtype=out_dtype, device=packed.device)
     _run(packed, _lib().unpack, _ptr(packed), packed.numel(), n, bits, _ptr(out), _CODES[out_dtype])
     return out
 
 
-@ops._remap_packed_op.register_kernel("cuda")
+@schemas.remap_packed_op.register_kernel("cuda")
 def _remap_packed_cuda(
     packed: torch.Tensor, n: int, bits_in: int, table: torch.Tensor, bits_out: int
 ) -> torch.Tensor:
@@ -129,7 +130,7 @@ def _remap_packed_cuda(
     return out
 
 
-@ops._dequant_op.register_kernel("cuda")
+@schemas.dequant_op.register_kernel("cuda")
 def _dequant_cuda(
     packed: torch.Tensor, n: int, bits: int, table: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
@@ -146,7 +147,7 @@ def matmul_mode() -> int:
     return 1 if torch.get_float32_matmul_precision() == "medium" else 0
 
 
-@ops._lut_matmul_op.register_kernel("cuda")
+@schemas.lut_matmul_op.register_kernel("cuda")
 def _lut_matmul_cuda(
     x: torch.Tensor,
     packed: torch.Tensor,
@@ -172,7 +173,7 @@ def _lut_matmul_cuda(
     return y
 
 
-@ops._gather_rows_op.register_kernel("cuda")
+@schemas.gather_rows_op.register_kernel("cuda")
 def _gather_rows_cuda(
     packed: torch.Tensor, rows: torch.Tensor, num_rows: int, row_len: int, bits: int,
     table: torch.Tensor, out_dtype: torch.dtype,

@@ -4,7 +4,7 @@ Every kernel family (binning, pack/remap, LUT dequant/matmul/gather) has a path 
 the best the CPU has. Capping the level runs a lower path on a bigger CPU: the tests run every path
 this way, and a bench can time the AVX2 path on an AVX-512 machine. The cap is process-wide (not
 per thread) and can also be set before the first kernel call with the environment variable
-``WSQ_ISA=scalar|avx2|avx512|auto``. Re-exported by :mod:`wsq.ops`.
+``WSQ_ISA=scalar|avx2|avx512|auto``. Re-exported by :mod:`wsq.kernels.ops`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import functools
 import os
 from types import ModuleType
 
-# Instruction-set levels of the CPU kernels, lowest first (csrc/cpu_features.h).
+# Instruction-set levels of the CPU kernels, lowest first (csrc/cpu/cpu_features.h).
 ISA_LEVELS = ("scalar", "avx2", "avx512")
 
 

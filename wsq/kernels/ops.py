@@ -1,9 +1,12 @@
-"""wsq kernels as torch ops.
+"""wsq's kernels for torch tensors: the public kernels module (``from wsq.kernels import ops``).
 
-Each kernel is a ``torch.library.custom_op`` in the ``wsq`` namespace with a fake (meta)
-implementation, so ``torch.compile`` traces through it, and device kernels registered per backend:
-``cpu`` -> wsq._C, ``cuda`` -> wsq._cuda (imported on first use). The public functions below check
-their arguments first (TypeError / ValueError naming the argument) and then call the op.
+Every function below checks its arguments (TypeError / ValueError naming the argument) and calls
+its ``torch.library`` op (wsq/kernels/schemas.py: schema and fake, so ``torch.compile`` traces
+through it), which runs the kernel of the tensors' device: wsq/kernels/cpu.py (wsq._C) or
+wsq/kernels/cuda.py (wsq._cuda), each loaded at its first call. ``dequant``, ``lut_matmul`` and
+``gather_rows``, which layers call once per forward, call the CPU kernel directly when nothing
+needs the dispatcher (``args._direct``; the dispatcher costs 25-40 us a call). The raw ops are
+here too, as ``*_op`` (``histogram_op``, ...): no checks, arguments in kernel form.
 
 Shared conventions (wsq/_spec.py, csrc/common.h; spelled out in wsq/reference.py): the binning
 formula, LSB-first dense bit packing, float32 codebooks. Kernels that look indices up in a codebook take a *table* padded to
@@ -11,34 +14,40 @@ formula, LSB-first dense bit packing, float32 codebooks. Kernels that look indic
 as NaN instead of a plausible value.
 """
 
-# No `from __future__ import annotations`: torch 2.4 (the supported floor) infers custom-op
-# schemas from real annotation objects and rejects the strings that import would produce.
-
 import math
 
 import torch
 
 from wsq._spec import bin_scale, bits_for, index_dtype
-from wsq.kernels.args import (  # noqa: F401 - re-exported: wsq.kernels.cuda registers on them
-    _CODES,
+from wsq.kernels import cpu as _cpu
+from wsq.kernels import cuda as _cuda  # noqa: F401 - registers the CUDA kernels on the ops
+from wsq.kernels.args import (
     _FLOATS,
     _INDEX_DTYPES,
     _PLAIN,
     _bits,
     _count,
-    _cpu,
-    _cpu_op,
-    _cuda,
     _direct,
     _flat,
     _k,
     _packed,
     _same_device,
-    _stream,
     _tensor,
     packed_bytes,
 )
 from wsq.kernels.isa import get_isa, isa_levels, set_isa, use_isa
+from wsq.kernels.schemas import (
+    dequant_op,
+    fake_quant_op,
+    gather_rows_op,
+    histogram_op,
+    lut_matmul_op,
+    minmax_op,
+    pack_op,
+    relabel_op,
+    remap_packed_op,
+    unpack_op,
+)
 
 __all__ = [
     "bin_scale",
@@ -60,20 +69,20 @@ __all__ = [
     "set_isa",
     "use_isa",
     "isa_levels",
+    # the raw ops (wsq/kernels/schemas.py): no checks, arguments in kernel form
+    "minmax_op",
+    "histogram_op",
+    "relabel_op",
+    "fake_quant_op",
+    "pack_op",
+    "unpack_op",
+    "remap_packed_op",
+    "dequant_op",
+    "lut_matmul_op",
+    "gather_rows_op",
 ]
 
 # ----------------------------------------------------------------------------- binning family
-
-
-@torch.library.custom_op("wsq::minmax", mutates_args=(), device_types="cpu")
-def _minmax_op(w: torch.Tensor) -> torch.Tensor:
-    lo, hi, bad = _cpu().minmax(w.data_ptr(), w.numel(), _CODES[w.dtype])
-    return torch.tensor([lo, hi, float(bad)], dtype=torch.float64)
-
-
-@_minmax_op.register_fake
-def _(w):
-    return w.new_empty(3, dtype=torch.float64)
 
 
 def minmax(w: torch.Tensor, *, name: str = "w") -> tuple[float, float]:
@@ -81,35 +90,10 @@ def minmax(w: torch.Tensor, *, name: str = "w") -> tuple[float, float]:
     _tensor(name, w, _FLOATS)
     if w.numel() == 0:
         raise ValueError(f"{name} is empty")
-    r = _minmax_op(_flat(name, w)).tolist()
+    r = minmax_op(_flat(name, w)).tolist()
     if r[2] > 0:
         raise ValueError(f"{name} contains {int(r[2])} NaN or Inf values")
     return r[0], r[1]
-
-
-@torch.library.custom_op("wsq::histogram", mutates_args=(), device_types="cpu")
-def _histogram_op(
-    w: torch.Tensor, k: int, lo: float, scale: float, want_indices: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    counts = torch.empty(k, dtype=torch.int64)
-    sums = torch.empty(k, dtype=torch.float64)
-    idt = index_dtype(k)
-    idx = torch.empty(w.numel() if want_indices else 0, dtype=idt)
-    _cpu().histogram(
-        w.data_ptr(), w.numel(), _CODES[w.dtype], k, lo, scale,
-        counts.data_ptr(), sums.data_ptr(), idx.data_ptr() if want_indices else 0, _CODES[idt],
-    )  # fmt: skip
-    return counts, sums, idx
-
-
-@_histogram_op.register_fake
-def _(w, k, lo, scale, want_indices):
-    idt = index_dtype(k)
-    return (
-        w.new_empty(k, dtype=torch.int64),
-        w.new_empty(k, dtype=torch.float64),
-        w.new_empty(w.numel() if want_indices else 0, dtype=idt),
-    )
 
 
 def histogram(
@@ -122,23 +106,8 @@ def histogram(
     """
     _tensor("w", w, _FLOATS)
     _k(k)
-    c, s, i = _histogram_op(_flat("w", w), k, float(lo), float(scale), bool(indices))
+    c, s, i = histogram_op(_flat("w", w), k, float(lo), float(scale), bool(indices))
     return c, s, (i if indices else None)
-
-
-@torch.library.custom_op("wsq::relabel", mutates_args=(), device_types="cpu")
-def _relabel_op(idx: torch.Tensor, table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    out = torch.empty(idx.numel(), dtype=out_dtype)
-    _cpu().relabel(
-        idx.data_ptr(), idx.numel(), _CODES[idx.dtype], table.data_ptr(), table.numel(),
-        out.data_ptr(), _CODES[out_dtype],
-    )  # fmt: skip
-    return out
-
-
-@_relabel_op.register_fake
-def _(idx, table, out_dtype):
-    return idx.new_empty(idx.numel(), dtype=out_dtype)
 
 
 def relabel(idx: torch.Tensor, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -152,22 +121,7 @@ def relabel(idx: torch.Tensor, table: torch.Tensor, dtype: torch.dtype) -> torch
     if dtype not in _INDEX_DTYPES:
         raise TypeError(f"dtype must be one of uint8, uint16, int32, int64, got {dtype}")
     _same_device(idx=idx, table=table)
-    return _relabel_op(_flat("idx", idx), table.contiguous(), dtype)
-
-
-@torch.library.custom_op("wsq::fake_quant", mutates_args=("out",), device_types="cpu")
-def _fake_quant_op(
-    w: torch.Tensor, k: int, lo: float, scale: float, values: torch.Tensor, out: torch.Tensor
-) -> None:
-    _cpu().fake_quant(
-        w.data_ptr(), w.numel(), _CODES[w.dtype], k, lo, scale, values.data_ptr(),
-        out.data_ptr(), _CODES[out.dtype],
-    )  # fmt: skip
-
-
-@_fake_quant_op.register_fake
-def _(w, k, lo, scale, values, out):
-    return None
+    return relabel_op(_flat("idx", idx), table.contiguous(), dtype)
 
 
 def fake_quant(
@@ -196,43 +150,17 @@ def fake_quant(
     if not out.is_contiguous():
         raise ValueError("out must be contiguous")
     _same_device(w=w, values=values, out=out)
-    _fake_quant_op(_flat("w", w), k, float(lo), float(scale), values.contiguous(), out.view(-1))
+    fake_quant_op(_flat("w", w), k, float(lo), float(scale), values.contiguous(), out.view(-1))
     return out
 
 
 # ----------------------------------------------------------------------------- pack family
 
 
-@torch.library.custom_op("wsq::pack", mutates_args=(), device_types="cpu")
-def _pack_op(idx: torch.Tensor, bits: int) -> torch.Tensor:
-    out = torch.empty(packed_bytes(idx.numel(), bits), dtype=torch.uint8)
-    bad = _cpu().pack(idx.data_ptr(), idx.numel(), _CODES[idx.dtype], bits, out.data_ptr())
-    if bad:
-        raise ValueError(f"indices: {bad} values are negative or >= 2**bits = {1 << bits}")
-    return out
-
-
-@_pack_op.register_fake
-def _(idx, bits):
-    return idx.new_empty(packed_bytes(idx.numel(), bits), dtype=torch.uint8)
-
-
 def pack(indices: torch.Tensor, bits: int) -> torch.Tensor:
     """Dense LSB-first packing of `indices` (uint8/uint16/int32/int64, any shape) at `bits` bits."""
     _tensor("indices", indices, _INDEX_DTYPES)
-    return _pack_op(_flat("indices", indices), _bits(bits))
-
-
-@torch.library.custom_op("wsq::unpack", mutates_args=(), device_types="cpu")
-def _unpack_op(packed: torch.Tensor, n: int, bits: int, out_dtype: torch.dtype) -> torch.Tensor:
-    out = torch.empty(n, dtype=out_dtype)
-    _cpu().unpack(packed.data_ptr(), packed.numel(), n, bits, out.data_ptr(), _CODES[out_dtype])
-    return out
-
-
-@_unpack_op.register_fake
-def _(packed, n, bits, out_dtype):
-    return packed.new_empty(n, dtype=out_dtype)
+    return pack_op(_flat("indices", indices), _bits(bits))
 
 
 def unpack(
@@ -248,26 +176,7 @@ def unpack(
         raise TypeError(f"dtype must be one of uint8, uint16, int32, int64, got {dtype}")
     if dtype == torch.uint8 and bits > 8:
         raise ValueError(f"dtype uint8 cannot hold {bits}-bit indices")
-    return _unpack_op(packed, n, bits, dtype)
-
-
-@torch.library.custom_op("wsq::remap_packed", mutates_args=(), device_types="cpu")
-def _remap_packed_op(
-    packed: torch.Tensor, n: int, bits_in: int, table: torch.Tensor, bits_out: int
-) -> torch.Tensor:
-    out = torch.empty(packed_bytes(n, bits_out), dtype=torch.uint8)
-    bad = _cpu().remap_packed(
-        packed.data_ptr(), packed.numel(), n, bits_in, table.data_ptr(), table.numel(),
-        out.data_ptr(), bits_out,
-    )  # fmt: skip
-    if bad:
-        raise ValueError(f"packed: {bad} indices are beyond the table's {table.numel()} entries")
-    return out
-
-
-@_remap_packed_op.register_fake
-def _(packed, n, bits_in, table, bits_out):
-    return packed.new_empty(packed_bytes(n, bits_out), dtype=torch.uint8)
+    return unpack_op(packed, n, bits, dtype)
 
 
 def remap_packed(
@@ -295,7 +204,7 @@ def remap_packed(
             f"table values must be in 0..{(1 << bits_out) - 1} for bits_out={bits_out}, got {tmin}..{tmax}"
         )
     _same_device(packed=packed, table=table)
-    return _remap_packed_op(packed, n, bits_in, table.contiguous(), bits_out)
+    return remap_packed_op(packed, n, bits_in, table.contiguous(), bits_out)
 
 
 # ----------------------------------------------------------------------------- lut family
@@ -324,33 +233,6 @@ def _table(table: torch.Tensor, bits: int) -> torch.Tensor:
 
 _F32 = torch.float32
 _U8 = torch.uint8
-
-
-def _dequant_cpu(
-    packed: torch.Tensor, n: int, bits: int, table: torch.Tensor, out_dtype: torch.dtype
-) -> torch.Tensor:
-    return _dequant_into(torch.empty(n, dtype=out_dtype), packed, n, bits, table, out_dtype)
-
-
-def _dequant_into(out, packed, n, bits, table, out_dtype):
-    _cpu().dequant(
-        packed.data_ptr(),
-        packed.numel(),
-        n,
-        bits,
-        table.data_ptr(),
-        out.data_ptr(),
-        _CODES[out_dtype],
-    )
-    return out
-
-
-_dequant_op = _cpu_op("dequant", _dequant_cpu)
-
-
-@_dequant_op.register_fake
-def _(packed, n, bits, table, out_dtype):
-    return packed.new_empty(n, dtype=out_dtype)
 
 
 def _kernel_form(packed, table, bits) -> bool:
@@ -391,7 +273,7 @@ def _dequant_eager(packed, n, bits, table, dtype, shape):
     out = torch.empty(n if shape is None else shape, dtype=dtype)
     if out.numel() != n:
         return None
-    return _dequant_into(out, packed, n, bits, table, dtype)
+    return _cpu.dequant_into(out, packed, n, bits, table, dtype)
 
 
 def dequant(
@@ -417,34 +299,9 @@ def dequant(
     if dtype not in _FLOATS:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     _same_device(packed=packed, table=table)
-    op = _dequant_cpu if _direct(packed, table) else _dequant_op
+    op = _cpu.dequant if _direct(packed, table) else dequant_op
     out = op(packed, n, bits, table, dtype)
     return out if shape is None else out.view(shape)
-
-
-def _lut_matmul_cpu(
-    x: torch.Tensor,
-    packed: torch.Tensor,
-    out_features: int,
-    bits: int,
-    table: torch.Tensor,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    m, k = x.shape
-    y = torch.empty(m, out_features, dtype=torch.float32)
-    _cpu().lut_matmul(
-        x.data_ptr(), m, k, x.stride(0), packed.data_ptr(), packed.numel(), out_features, bits,
-        table.data_ptr(), bias.data_ptr() if bias is not None else 0, y.data_ptr(), out_features,
-    )  # fmt: skip
-    return y
-
-
-_lut_matmul_op = _cpu_op("lut_matmul", _lut_matmul_cpu)
-
-
-@_lut_matmul_op.register_fake
-def _(x, packed, out_features, bits, table, bias):
-    return x.new_empty(x.shape[0], out_features, dtype=torch.float32)
 
 
 def _lut_matmul_eager(x, packed, out_features, bits, table, bias):
@@ -474,13 +331,12 @@ def _lut_matmul_eager(x, packed, out_features, bits, table, bias):
         x2 = x.view(-1, x.shape[-1])
     else:
         return None
-    m, k = x2.shape
+    k = x2.shape[1]
     if k == 0 or packed.numel() != (out_features * k * bits + 7) // 8:
         return None
     grad = torch.is_grad_enabled()
     if grad and (x.requires_grad or table.requires_grad):
         return None
-    bp = 0
     if bias is not None:
         if (
             type(bias) not in _PLAIN
@@ -491,12 +347,7 @@ def _lut_matmul_eager(x, packed, out_features, bits, table, bias):
             or (grad and bias.requires_grad)
         ):
             return None
-        bp = bias.data_ptr()
-    y = torch.empty(m, out_features, dtype=_F32)
-    _cpu().lut_matmul(
-        x2.data_ptr(), m, k, x2.stride(0), packed.data_ptr(), packed.numel(), out_features, bits,
-        table.data_ptr(), bp, y.data_ptr(), out_features,
-    )  # fmt: skip
+    y = _cpu.lut_matmul(x2, packed, out_features, bits, table, bias)
     return y if nd == 2 else y.view(*x.shape[:-1], out_features)
 
 
@@ -539,33 +390,11 @@ def lut_matmul(
         x2 = x2.float()
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    op = _lut_matmul_cpu if _direct(x2, packed, table, bias) else _lut_matmul_op
+    op = _cpu.lut_matmul if _direct(x2, packed, table, bias) else lut_matmul_op
     y = op(x2, packed, out_features, bits, table, bias)
     if y.dtype != x.dtype:
         y = y.to(x.dtype)
     return y if flat else y.reshape(*x.shape[:-1], out_features)
-
-
-def _gather_rows_cpu(
-    packed: torch.Tensor, rows: torch.Tensor, num_rows: int, row_len: int, bits: int,
-    table: torch.Tensor, out_dtype: torch.dtype,
-) -> torch.Tensor:  # fmt: skip
-    out = torch.empty(rows.numel(), row_len, dtype=out_dtype)
-    bad = _cpu().gather_rows(
-        packed.data_ptr(), packed.numel(), num_rows, row_len, bits, table.data_ptr(),
-        rows.data_ptr(), rows.numel(), out.data_ptr(), _CODES[out_dtype],
-    )  # fmt: skip
-    if bad:
-        raise IndexError(f"rows: {bad} row ids are outside 0..{num_rows - 1}")
-    return out
-
-
-_gather_rows_op = _cpu_op("gather_rows", _gather_rows_cpu)
-
-
-@_gather_rows_op.register_fake
-def _(packed, rows, num_rows, row_len, bits, table, out_dtype):
-    return packed.new_empty(rows.numel(), row_len, dtype=out_dtype)
 
 
 def gather_rows(
@@ -591,6 +420,6 @@ def gather_rows(
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     _same_device(packed=packed, rows=rows, table=table)
     rows64 = _flat("rows", rows.to(torch.int64))
-    op = _gather_rows_cpu if _direct(packed, rows64, table) else _gather_rows_op
+    op = _cpu.gather_rows if _direct(packed, rows64, table) else gather_rows_op
     out = op(packed, rows64, num_rows, row_len, bits, table, dtype)
     return out.reshape(*rows.shape, row_len)

@@ -369,7 +369,7 @@ def quantize_module_(
         module: owner of the parameters (they are removed from it).
         packed: attribute name -> uint8 tensor of ``ceil(numel * b / 8)`` bytes (LSB-first), b the
             width of that attribute's table.
-        tables: attribute name -> float32 ``(2**b,)`` lookup table (``wsq.ops.lut_table``: the
+        tables: attribute name -> float32 ``(2**b,)`` lookup table (``wsq.kernels.ops.lut_table``: the
             values the indices address, NaN-padded), on the module's device.
         state: the :class:`ModelState` shared by every wsq module of the model (default: a new one).
         dtypes: compute dtype per attribute (default: the current parameter's dtype).
@@ -416,7 +416,7 @@ def quantize_module_(
         ):
             raise ValueError(
                 f"tables[{a!r}] must be a 1-D float32 tensor of 2**b entries, b in 1..16 "
-                "(wsq.ops.lut_table)"
+                "(wsq.kernels.ops.lut_table)"
             )
         bits = table_bits(table)
         numel = math.prod(shape)

@@ -1,17 +1,16 @@
 // The only file of wsq._cuda that includes pybind11. Kernels take raw device pointers, sizes, dtype
 // codes and the caller's CUDA stream (torch.cuda.current_stream().cuda_stream), never libtorch.
-// They run on the current device (wsq/_ops_cuda.py makes it the tensors' device) and release the
-// GIL. Importing this module initialises no device. The host_* functions run the kernels'
-// per-element / per-group arithmetic on host memory (cuda/host_emu.h) for tests without a GPU.
+// They run on the current device (wsq/kernels/cuda.py makes it the tensors' device) and release the
+// GIL. Importing this module initialises no device. The host emulations of the kernels'
+// arithmetic are not here: they are test-only (csrc/testing/, the tests' _cuda_host_emu module).
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
 
-#include "cuda/binning.cuh"
-#include "cuda/host_emu.h"
-#include "cuda/lut.cuh"
-#include "cuda/pack.cuh"
-#include "cuda/runtime.h"
+#include "binning.cuh"
+#include "lut.cuh"
+#include "pack.cuh"
+#include "runtime.h"
 
 namespace py = pybind11;
 using ptr_t = std::uintptr_t;
@@ -122,59 +121,4 @@ PYBIND11_MODULE(_cuda, m) {
                       ws_bytes, mode, stream);
       },
       nogil());
-
-  // ---- host emulations of the kernels' arithmetic (host pointers; tests without a GPU)
-  m.def(
-      "host_histogram",
-      [](ptr_t w, int64_t n, int k, float lo, float scale, int64_t block, bool priv, ptr_t counts,
-         ptr_t sums) {
-        if (priv)
-          c::emu::histogram_private(P<const float>(w), n, k, lo, scale, P<int64_t>(counts),
-                                    P<double>(sums));
-        else
-          c::emu::histogram(P<const float>(w), n, k, lo, scale, block, P<int64_t>(counts),
-                            P<double>(sums));
-      },
-      nogil());
-  m.def("host_fixsum_to_double",
-        [](uint64_t hi, uint64_t lo, int shift) { return wsq::fixsum_to_double(hi, lo, shift); });
-  m.def("host_fixsum_shift",
-        [](float lo, float scale, int k) { return wsq::fixsum_params(lo, scale, k).shift; });
-  m.def(
-      "host_pack",
-      [](ptr_t idx, int64_t n, int bits, ptr_t out) {
-        c::emu::pack(P<const int64_t>(idx), n, bits, P<uint8_t>(out));
-      },
-      nogil());
-  m.def(
-      "host_unpack",
-      [](ptr_t in, int64_t nbytes, int64_t n, int bits, ptr_t out) {
-        c::emu::unpack(P<const uint8_t>(in), nbytes, n, bits, P<int64_t>(out));
-      },
-      nogil());
-  m.def(
-      "host_remap",
-      [](ptr_t in, int64_t nbytes, int64_t n, int bits_in, ptr_t table, int64_t tn, ptr_t out,
-         int bits_out) {
-        c::emu::remap(P<const uint8_t>(in), nbytes, n, bits_in, P<const int32_t>(table), tn,
-                      P<uint8_t>(out), bits_out);
-      },
-      nogil());
-  m.def(
-      "host_words_decode",
-      [](ptr_t words, int bits, ptr_t out) {
-        c::emu::words_decode_any(P<const uint32_t>(words), bits, P<uint32_t>(out));
-      },
-      nogil());
-  m.def(
-      "host_lut_matmul",
-      [](ptr_t x, int64_t M, int64_t K, int64_t ldx, ptr_t packed, int64_t N, int bits, ptr_t table,
-         ptr_t bias, ptr_t y, int64_t ldy, int mode) {
-        c::emu::lut_matmul(P<const float>(x), M, K, ldx, P<const uint8_t>(packed), N, bits,
-                           P<const float>(table), P<const float>(bias), P<float>(y), ldy, mode);
-      },
-      nogil(),
-      "The CUDA LUT matmul's arithmetic on host memory: mode 0 = the float32 fast path "
-      "(bitwise what the GPU computes), 1 = the tensor-core fragments in an emulated mma.");
-  m.def("host_tc_phys_k", &wsq::tc_phys_k, py::arg("step"), py::arg("logical_k"));
 }

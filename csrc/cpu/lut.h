@@ -5,7 +5,7 @@
 // Layout (csrc/common.h): LSB-first dense packing; a matrix W of N rows x K cols is one stream in
 // row-major order, element (r, c) = index r*K + c, so a row starts at bit r*K*b, not necessarily on
 // a byte boundary. `table` always has exactly 2^bits float32 entries (the codebook padded with NaN
-// by wsq.ops.lut_table), so every b-bit index is in bounds and an index past the codebook reads NaN.
+// by wsq.kernels.ops.lut_table), so every b-bit index is in bounds and an index past the codebook reads NaN.
 //
 // Paths (wsq::lut_detail::lut_isa): scalar, AVX2 and AVX-512. The AVX-512 kernels also use VBMI byte
 // permutes (5..8-bit tables held in registers as byte planes), so a CPU with AVX-512 F/BW/VL but no
@@ -38,8 +38,7 @@ int64_t lut_gather_rows(const uint8_t* packed, int64_t nbytes, int64_t num_rows,
                         int bits, const float* table, const int64_t* rows, int64_t n_rows, void* out,
                         int out_dtype);
 
-// ---- internal: per-ISA kernels (lut_avx2.cpp, lut_avx512.cpp; scalar in lut_dequant.cpp and
-// lut_matmul.cpp). The public functions above check arguments and pick one.
+// ---- internal: per-ISA kernels (lut_avx2.cpp, lut_avx512.cpp; scalar in lut.cpp). The public functions above check arguments and pick one.
 namespace lut_detail {
 
 struct Packed {

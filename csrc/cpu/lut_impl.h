@@ -1,4 +1,4 @@
-// Shared, ISA-neutral pieces of the LUT kernels (csrc/lut.h): scalar index reads, staging of the
+// Shared, ISA-neutral pieces of the LUT kernels (lut.h): scalar index reads, staging of the
 // last groups of a stream, and the threading drivers that lut_avx2.cpp / lut_avx512.cpp instantiate
 // with their own target-specific inner functions (passed as callables, so this header holds no
 // intrinsics and compiles for baseline x86-64).
@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "common.h"
+#include "../common.h"
 #include "lut.h"
 
 namespace wsq::lut_detail {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "../common.h"
 #include "cpu_features.h"
 #include "pack_codec.h"
 

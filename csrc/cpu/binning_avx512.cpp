@@ -8,7 +8,7 @@
 
 #include <cmath> // common.h uses floorf
 
-#include "common.h"
+#include "../common.h"
 
 #define WSQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 

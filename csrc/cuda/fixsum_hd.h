@@ -24,7 +24,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "common.h"
+#include "../common.h"
 
 namespace wsq {
 

@@ -15,7 +15,7 @@
 //
 // Lane j codes the contiguous elements [n*j/K, n*(j+1)/K). Every quantity that sizes the stream
 // (lanes, table, w) is a function of the histogram, so measure() needs no coding: Huffman sizes
-// are exact, ANS sizes a proven upper bound (see rans.cpp). Decoding validates every field before
+// are exact, ANS sizes a proven upper bound (see entropy_rans.cpp). Decoding validates every field before
 // allocating and returns a message naming the defect instead of crashing.
 #pragma once
 #include <cstdint>

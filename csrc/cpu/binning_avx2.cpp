@@ -7,7 +7,7 @@
 
 #include <cmath> // common.h uses floorf
 
-#include "common.h"
+#include "../common.h"
 
 #define WSQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 

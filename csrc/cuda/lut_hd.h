@@ -1,5 +1,5 @@
 // Per-lane pieces of the CUDA LUT matmul kernels, host and device alike, so that the CPU build
-// (csrc/cuda/host_emu.h) runs the very arithmetic and addressing the GPU runs.
+// (csrc/testing/cuda_host_emu.h) runs the very arithmetic and addressing the GPU runs.
 //
 // float32 path (csrc/cuda/lut_gemv.cuh): one lane owns 32 consecutive k of R rows of W (B words
 // each) and the matching 32 x values of MT rows of x in padded shared memory.
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common.h"
+#include "../common.h"
 #include "group_hd.h"
 
 #if defined(__CUDACC__)

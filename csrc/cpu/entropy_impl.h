@@ -1,4 +1,4 @@
-// Internals shared by entropy.cpp (format), huffman.cpp and rans.cpp. Not part of the bindings.
+// Internals shared by entropy.cpp (format), entropy_huffman.cpp and entropy_rans.cpp. Not part of the bindings.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -73,7 +73,7 @@ inline int byte_width(uint64_t v) {
   return w;
 }
 
-// ---- huffman.cpp
+// ---- entropy_huffman.cpp
 // Optimal code lengths (<= kHuffMaxLen) for counts by package-merge; 0 for unused symbols; a single
 // used symbol gets length 1 (it is coded with 0 bits).
 void huffman_lengths(const int64_t *counts, int n_symbols, uint8_t *len);
@@ -88,7 +88,7 @@ std::string huffman_decode(const uint8_t *len, int n_symbols, const uint8_t *pay
 // "" when the lengths of the used symbols form a complete prefix code with lengths 1..16.
 std::string huffman_check_lengths(const uint8_t *len, int n_symbols);
 
-// ---- rans.cpp
+// ---- entropy_rans.cpp
 // Frequencies summing to 2^scale_bits, each used symbol >= 1, minimising the coded size.
 void ans_quantize(const int64_t *counts, int n_symbols, int scale_bits, uint32_t *freq);
 // Proven upper bound on the payload bits for this histogram and these frequencies.

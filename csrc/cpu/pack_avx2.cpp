@@ -185,7 +185,7 @@ template <class T, int B> void unpack_range(const uint8_t *in, void *out, int64_
 }
 
 // BI = BO in {1, 2, 4}: a byte -> byte map applied a nibble at a time with vpshufb (see the AVX-512
-// twin in pack_remap_avx512.cpp), 32 bytes per step, the last step through a 32-byte buffer.
+// twin in pack_avx512.cpp), 32 bytes per step, the last step through a 32-byte buffer.
 template <int B>
 int64_t remap_nibbles(const uint8_t *in, uint8_t *out, const uint32_t *tbl, int64_t len, int64_t g0,
                       int64_t g1) {

@@ -1,6 +1,6 @@
 // Host emulations of the CUDA kernels' per-element and per-group logic, built by the plain C++
-// compiler from the same __host__ __device__ functions the kernels use (../fixsum_hd.h,
-// ../group_hd.h, ../common.h). They follow the kernels' structure (pieces folded every 2^16
+// compiler from the same __host__ __device__ functions the kernels use (../cuda/fixsum_hd.h,
+// ../cuda/group_hd.h, ../common.h). They follow the kernels' structure (pieces folded every 2^16
 // elements, partials capped, 128-bit totals; whole groups plus one partial group) so the tests on a
 // machine without a GPU check the arithmetic the GPU runs. Sequential and simple on purpose.
 #pragma once
@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "../common.h"
-#include "../fixsum_hd.h"
-#include "../group_hd.h"
-#include "../lut_hd.h"
+#include "../cuda/fixsum_hd.h"
+#include "../cuda/group_hd.h"
+#include "../cuda/lut_hd.h"
 
 namespace wsq::cuda::emu {
 

@@ -1,13 +1,13 @@
 // The only file of wsq._C that includes pybind11. Kernels take raw pointers (as integers from
 // tensor.data_ptr()), sizes and dtype codes, so the module never links libtorch and one wheel serves
-// every torch version. wsq/ops.py validates arguments before calling here; the GIL is released
+// every torch version. wsq/kernels/ops.py validates arguments before calling here; the GIL is released
 // around every kernel.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 
-#include "common.h"
+#include "../common.h"
 #include "cpu_features.h"
 #include "threads.h"
 #include "binning.h"
@@ -36,7 +36,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_isa", &wsq::set_isa, py::arg("name"));
   m.def("cpu_feature_list", &wsq::cpu_feature_list);
   m.def("openmp_threads", &wsq::openmp_threads);
-  // binning family (csrc/binning.h)
+  // binning family (binning.h)
   m.def(
       "minmax",
       [](ptr_t w, int64_t n, int dt) {
@@ -91,7 +91,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("packed"), py::arg("nbytes_in"), py::arg("n"), py::arg("bits_in"), py::arg("table"),
       py::arg("table_len"), py::arg("out"), py::arg("bits_out"), nogil());
-  // ---- entropy coding (csrc/entropy.h). Defects come back as messages; wsq/entropy.py raises
+  // ---- entropy coding (entropy.h). Defects come back as messages; wsq/io/entropy.py raises
   // FormatError (decode) or ValueError (encode) with them.
   {
     auto sizes_dict = [](const wsq::entropy::Sizes& z) {
@@ -172,7 +172,7 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("data"), py::arg("len"));
   }
-  // lut family (csrc/lut.h): dequantize, fused LUT matmul, row gather; table = 2^bits floats
+  // lut family (lut.h): dequantize, fused LUT matmul, row gather; table = 2^bits floats
   m.def(
       "dequant",
       [](ptr_t packed, int64_t nbytes, int64_t n, int bits, ptr_t table, ptr_t out, int out_dtype) {

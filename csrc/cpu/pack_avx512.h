@@ -1,5 +1,5 @@
 // AVX-512 (F + BW + VL) codec for groups of packed indices, shared by pack_avx512.cpp (pack,
-// unpack) and pack_remap_avx512.cpp (remap). Include it only after
+// unpack and remap). Include it only after
 //   #pragma GCC target("avx512f,avx512bw,avx512vl,popcnt")
 // Everything here has internal linkage, so no AVX-512 copy of a function can stand in for a
 // baseline one at link time.

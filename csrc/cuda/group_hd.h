@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "common.h"
+#include "../common.h"
 
 namespace wsq {
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "../common.h"
 #include "cpu_features.h"
 
 namespace wsq {
