@@ -12,7 +12,8 @@ from wsq._info import __version__, info
 from wsq.compressed import Compressed
 from wsq.core.binning import Binning, uniform_bins
 from wsq.core.compress import compress
-from wsq.core.equalize import correct_bias, equalize, tune_equalized
+from wsq.core.equalize import correct_bias, equalize
+from wsq.core.equalized import tune_equalized
 from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.core.tables import lloyd_tables

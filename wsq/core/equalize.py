@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["find_pairs", "equalize", "EqualizeInfo", "correct_bias", "tune_equalized"]
+__all__ = ["find_pairs", "equalize", "EqualizeInfo", "correct_bias"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LAYERS = (*_CONVS, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_STATS = ("max", "std")
+_STATS = ("max", "std", "gain")
 
 
 class EqualizeInfo(dict):
@@ -144,9 +142,20 @@ def find_pairs(model: nn.Module, inputs) -> tuple[list[tuple[str, str]], list[tu
     return pairs, left
 
 
-def _channel_stat(w: torch.Tensor, stat: str) -> torch.Tensor:
-    w = w.detach().float().reshape(w.shape[0], -1)
-    return w.abs().amax(1) if stat == "max" else w.pow(2).mean(1).sqrt()
+def _channel_stat(layer: nn.Module, bn: nn.Module, stat: str) -> torch.Tensor:
+    """Per output channel: the quantity equalization makes equal (0 or inf: leave the channel)."""
+    w = layer.weight.detach().float().reshape(layer.weight.shape[0], -1)
+    if stat == "max":
+        return w.abs().amax(1)
+    if stat == "std":
+        return w.pow(2).mean(1).sqrt()
+    # "gain": the BatchNorm's inverse gain sqrt(var + eps) / |gamma|. Equal for every channel
+    # after scaling, so each channel's weights carry its own gain and one weight step costs every
+    # channel the same error in the BatchNorm's output (what the next layer reads). A channel
+    # with gamma = 0 (a constant output) or all-zero weights is left as it is.
+    g = bn.weight.detach().float().abs() / (bn.running_var.detach().float() + bn.eps).sqrt()
+    live = (g > 0) & (w.abs().amax(1) > 0)
+    return torch.where(live, 1.0 / g.clamp_min(1e-30), torch.zeros_like(g))
 
 
 @torch.no_grad()
@@ -183,9 +192,14 @@ def equalize(
         model: any nn.Module (judged in eval mode).
         inputs: an example input for one forward pass (a tensor, a tuple of positional inputs or
             a dict of keyword inputs); any values of the right shape work (random data is fine).
-        stat: the channel range equalized: "max" (max |w|, default) or "std" (root mean square).
-        target: the range every folded channel gets (default: the median over all folded
-            channels of their stat, so the weights keep their typical size).
+        stat: what is made equal across the folded channels: "max" (max |w|, default), "std"
+            (root mean square of the weights), or "gain" (the BatchNorm's gain
+            |gamma| / sqrt(var + eps): the weights then carry each channel's gain, so one weight
+            step costs every channel the same error in the BatchNorm's output; the best of the
+            three for the grid method on EfficientNet-Lite0, bench/results/effnet.md).
+        target: the value of `stat` every folded channel gets (default: the median over all
+            folded channels, so the weights keep their typical size; for "gain" the value is the
+            inverse gain sqrt(var + eps) / |gamma|).
         inplace: change `model` itself instead of a deep copy.
         rtol: the verification bound on max |out' - out| / max |out| (float rounding is ~1e-6).
         seed: seed of the verification's random factors.
@@ -218,7 +232,7 @@ def equalize(
             ref = _flat(_call(out, inputs))
         pairs, left, worst = _verified(out, inputs, pairs, left, ref, rtol, seed)
         mods = dict(out.named_modules())
-        stats = {ln: _channel_stat(mods[ln].weight, stat) for ln, _ in pairs}
+        stats = {ln: _channel_stat(mods[ln], mods[bn], stat) for ln, bn in pairs}
         if target is None:
             allc = torch.cat([s[s > 0] for s in stats.values()]) if stats else torch.zeros(0)
             target = float(allc.median()) if allc.numel() else 1.0
@@ -382,112 +396,3 @@ def correct_bias(
                     largest = max(largest, float((base[where] + d.to(rm) - rm).abs().max()))
                     rm.copy_(base[where] + d.to(rm))
     return {"layers": targets, "largest": largest}
-
-
-# ----------------------------------------------------------------------------- the method
-
-
-def tune_equalized(
-    model: nn.Module,
-    evaluate: Callable[[nn.Module], float],
-    inputs: Tensor,
-    *,
-    tolerance: float,
-    probe: Callable[[nn.Module], float] | None = None,
-    stat: str = "std",
-    bias: bool = True,
-    rd: float = 1.0,
-    iters: int = 8,
-    baseline: float | None = None,
-    sensitivities=None,
-    start_scale: float | None = None,
-):
-    """wsq's grid method on an equalized model, with bias correction: ONE shared codebook for a CNN.
-
-    1. :func:`equalize` folds every output channel's range into the BatchNorm after it (`stat`:
-       "std" gives every folded channel the same root mean square, so one step costs every
-       channel the same relative error; the classifier and other unfolded layers keep theirs);
-    2. the grid method's per-tensor steps on the one shared grid (wsq.grid: probe each tensor's
-       sensitivity once with `probe`, allocate ``step_t = c sqrt(n_t / s_t)``);
-    3. for each candidate scale c, :func:`correct_bias` moves each BatchNorm's running mean (or the
-       layer's bias) by the mean shift the quantized weights add, measured on `inputs`;
-    4. c is the largest that keeps ``evaluate >= baseline - tolerance`` (bracket, then bisect).
-
-    Everything added lives in the model's own BatchNorm and bias entries, which a wsq file stores
-    as it stores every 1-D tensor: the format is unchanged and the LUT layers run as they do.
-
-    Args:
-        model: the fp32 model (not modified), BatchNorms in eval mode.
-        evaluate: ``evaluate(model) -> float``, higher is better (decides the scale).
-        inputs: decision inputs (a tensor, dim 0 the samples): the equalization's example (the
-            first two) and the bias correction's sample.
-        tolerance: allowed drop below ``evaluate(model)``.
-        probe: a smooth proxy for the sensitivities (e.g. wsq.metrics.kl on a few inputs).
-        stat, bias, rd, iters: see above; rd is the grid's rate-aware rounding strength.
-        baseline, sensitivities, start_scale: skip work already done (as wsq.tune).
-
-    Returns:
-        wsq.Compressed whose ``tune_info`` holds baseline, metric, scale, plan, trace,
-        sensitivities, evaluations, seconds, and ``equalize`` (the EqualizeInfo) and ``bias``
-        (what correct_bias did for the chosen candidate).
-    """
-    import time
-
-    from wsq.core import grid
-
-    if not callable(evaluate):
-        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
-    if probe is not None and not callable(probe):
-        raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ValueError("inputs must be a tensor with at least one sample along dim 0")
-    tolerance = grid._number("tolerance", tolerance)
-    rd = grid._number("rd", rd)
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
-    t_all = time.perf_counter()
-    eq, einfo = equalize(model, inputs[:2], stat=stat)
-    base = grid.score(evaluate, model) if baseline is None else float(baseline)
-    base = grid._finite_baseline(base, "evaluate")
-    gq = grid.GridQuantizer(eq)
-    evals = int(baseline is None)
-    if sensitivities is None:
-        pr = probe or evaluate
-        pbase = (
-            base if pr is evaluate else grid._finite_baseline(grid.score(pr, eq, "probe"), "probe")
-        )
-        sensitivities = grid.probe_sensitivity(gq, pr, pbase)
-        evals += len(gq.entries) + (pr is not evaluate)
-    sens = np.asarray(sensitivities, dtype=np.float64)
-    if sens.shape != (len(gq.entries),):
-        raise ValueError(f"sensitivities must have shape ({len(gq.entries)},), got {sens.shape}")
-
-    def make(scale: float):
-        plan = grid.plan_for(grid.allocate(gq.numel, sens, scale), rd=rd)
-        try:
-            c = gq.compress(gq.quantize(plan))
-        except ValueError:  # too fine a grid: fails like a bad score
-            return -math.inf, None
-        binfo = correct_bias(c.model, eq, inputs) if bias else None
-        c.bias_info = binfo
-        return grid.score(evaluate, c.model), c
-
-    if start_scale is None:
-        start_scale = math.sqrt(0.01 / max(1.0, float(gq.numel.sum())))
-    scale, c, trace = grid.tune_scale(make, base - tolerance, start_scale, iters=iters)
-    evals += len(trace)
-    if c is None:
-        tried = [(float(f"{s:.4g}"), float(f"{m:.6g}")) for s, m in trace]
-        raise ValueError(
-            f"evaluate never reached baseline - tolerance = {base} - {tolerance} = "
-            f"{base - tolerance} (tried (scale, metric): {tried}); raise tolerance or iters"
-        )
-    c.tune_info = {
-        "baseline": base, "tolerance": tolerance, "rd": rd, "scale": scale,
-        "metric": max(m for s, m in trace if s == scale), "trace": trace,
-        "sensitivities": sens, "evaluations": evals, "equalize": einfo, "bias": c.bias_info,
-        "stat": stat, "seconds": time.perf_counter() - t_all,
-    }  # fmt: skip
-    return c
