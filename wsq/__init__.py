@@ -11,15 +11,15 @@ from wsq import entropy, metrics, nn, ops  # entropy imports no native module un
 from wsq._info import __version__, info
 from wsq.compressed import Compressed
 from wsq.core.binning import Binning, uniform_bins
-from wsq.core.compress import compress
 from wsq.core.equalize import correct_bias, equalize, tune_equalized
-from wsq.core.grid import tune
 from wsq.core.merge import merge
 from wsq.core.tables import lloyd_tables
 from wsq.errors import FormatError
 from wsq.from_checkpoint import compress_checkpoint, empty_parameters
 from wsq.io import load, load_state_dict, save
-from wsq.search import SearchResult, search
+from wsq.methods import Grid, Method, Pooling, Uniform, compress, tune
+from wsq.protocol import Protocol, paper_protocol
+from wsq.search import SearchResult, Sweep, Workers, search
 
 __all__ = [
     "__version__",
@@ -31,6 +31,12 @@ __all__ = [
     "load",
     "load_state_dict",
     "compress",
+    "Method",
+    "Uniform",
+    "Grid",
+    "Pooling",
+    "Sweep",
+    "Workers",
     "compress_checkpoint",
     "empty_parameters",
     "Compressed",
@@ -40,6 +46,8 @@ __all__ = [
     "metrics",
     "ops",
     "search",
+    "paper_protocol",
+    "Protocol",
     "SearchResult",
     "tune",
     "lloyd_tables",
