@@ -206,6 +206,9 @@ def test_method_objects_and_their_errors():
     m = trained_net()
     # an int k is Uniform(k=k); the old keyword forms still work, with a warning naming the new one
     assert torch.equal(wsq.compress(m, 16).codebook, wsq.compress(m, wsq.Uniform(k=16)).codebook)
+    assert torch.equal(wsq.compress(m, k=16).codebook, wsq.compress(m, wsq.Uniform(k=16)).codebook)
+    with pytest.raises(TypeError, match="not both"):
+        wsq.compress(m, wsq.Uniform(k=16), k=16)
     with pytest.warns(DeprecationWarning, match=r"wsq.Uniform\(k=k, lo=..., hi=...\)"):
         old = wsq.compress(m, 8, lo=-0.1, hi=0.1)
     assert torch.equal(old.codebook, wsq.compress(m, wsq.Uniform(k=8, lo=-0.1, hi=0.1)).codebook)

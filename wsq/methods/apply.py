@@ -63,13 +63,17 @@ def _unknown(where: str, legacy: dict) -> None:
 
 
 def compress(
-    model: torch.nn.Module, method: Method | int, *, pooling: Pooling | None = None, **legacy
+    model: torch.nn.Module,
+    method: Method | int | None = None,
+    *,
+    pooling: Pooling | None = None,
+    **legacy,
 ) -> Compressed:
     """Compress `model` with `method` -> wsq.Compressed (``model`` itself is not modified).
 
     ``method``: a method object -- ``wsq.Uniform(k=256)`` (the paper's k equal bins over the
     pooled weights, O(N)), ``wsq.Grid(scale=..., sensitivities=...)`` (per-tensor steps on one
-    shared grid) -- or an int k, short for ``wsq.Uniform(k=k)``. ``pooling``: which parameters
+    shared grid) -- or an int k (also as ``k=``), short for ``wsq.Uniform(k=k)``. ``pooling``: which parameters
     share the codebook (default wsq.Pooling(): every float parameter with >= 2 dims).
 
     The returned ``.model`` is a new module whose compressed parameters are held by wsq.nn layers
@@ -81,6 +85,10 @@ def compress(
         TypeError / ValueError naming the argument (or the method's field); ValueError for NaN/Inf
         weights (naming the parameter), meta-device parameters, no eligible parameter.
     """
+    if "k" in legacy:  # compress(model, k=256): the shorthand, spelled as a keyword
+        if method is not None:
+            raise TypeError("give the method or k=, not both")
+        method = legacy.pop("k")
     rng = {k: legacy.pop(k) for k in ("lo", "hi") if k in legacy}
     pool = pooling_of(pooling, legacy, "wsq.compress")
     _unknown("compress", legacy)

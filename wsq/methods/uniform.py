@@ -21,11 +21,11 @@ import torch
 from wsq import entropy
 from wsq.checks import finite_baseline, number
 from wsq.compressed import Compressed
-from wsq.core.binning import check_bound
+from wsq.core.binning import bin_means, check_bound
 from wsq.core.compress import uniform_compress
 from wsq.core.grid import score, tune_scale
 from wsq.core.pool import collect_pool
-from wsq.core.streaming import ModelSource
+from wsq.core.streaming import ModelSource, local_map
 from wsq.kernels import ops
 from wsq.methods.base import Method, Pooling, Problem, Record, int_field
 from wsq.methods.pool_stats import file_sizes, pool_fingerprint, pool_median
@@ -264,15 +264,13 @@ class CandidateEvaluator:
         counts = per_counts.sum(0)
         sums = torch.stack([s for _, s in hist]).sum(0).cpu()
         del hist
-        nonempty = counts > 0
+        nonempty, codebook, to_global = bin_means(counts, sums)
         bits = entropy.coded_bits(per_counts[:, nonempty], self.coder) / self.n_weights
-        codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
-        to_global = torch.cumsum(nonempty.to(torch.int64), 0) - 1
         t1 = time.perf_counter()
         for i, e in enumerate(self.pool.entries):
             present = per_counts[i] > 0
-            local = (torch.cumsum(present.to(torch.int32), 0, dtype=torch.int32) - 1).clamp_(min=0)
-            out_bits = ops.bits_for(int(present.sum()))
+            local, m = local_map(present)
+            out_bits = ops.bits_for(m)
             w = self.source.weights(i)
             dev = w.device
             local = local.to(dev)
