@@ -31,8 +31,8 @@ class Protocol:
     baseline: evaluate(model). random_ub: the model binned at k = method.k_max with no search
     (the paper's "Random UB" row). search: the NSGA-II SearchResult. chosen: the front solutions
     that were merged (within tolerance - margin, fewest bits first). merged: their merged models
-    (each with ``merge_info``), in the same order. skipped: {front index: why} for chosen
-    solutions whose merge was not run (see ``beat`` in paper_protocol). timings: seconds.
+    (each with ``merge_info``), in the same order. timings: seconds (random_ub_s, search_s,
+    merge_s).
     """
 
     baseline: float
@@ -40,7 +40,6 @@ class Protocol:
     search: SearchResult
     chosen: list[Solution]
     merged: list[Compressed]
-    skipped: dict[int, str] = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
 
