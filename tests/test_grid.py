@@ -196,13 +196,15 @@ def test_tune_bad_evaluators_name_the_callable():
         wsq.tune(m, lambda mod: "high", tolerance=0.1)
     with pytest.raises(TypeError, match="evaluate must be callable"):
         wsq.tune(m, 3, tolerance=0.1)
-    with pytest.raises(TypeError, match="probe"):
-        wsq.tune(m, wsq.metrics.cosine(m, x), tolerance=0.1, probe="kl")
+    with pytest.raises(TypeError, match="Grid.probe"):
+        wsq.tune(m, wsq.metrics.cosine(m, x), wsq.Grid(probe="kl"), tolerance=0.1)
     with pytest.raises(TypeError, match="model"):
         wsq.tune("net", wsq.metrics.cosine(m, x), tolerance=0.1)
-    for kw in ({"rd": -1.0}, {"iters": 0}, {"tolerance": math.nan}, {"probe_step": 0.0}):
-        with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
-            wsq.tune(m, wsq.metrics.cosine(m, x), **{"tolerance": 0.1, **kw})
+    for kw in ({"rd": -1.0}, {"iters": 0}, {"probe_step": 0.0}):
+        with pytest.raises((ValueError, TypeError), match=f"Grid.{next(iter(kw))}"):
+            wsq.tune(m, wsq.metrics.cosine(m, x), wsq.Grid(**kw), tolerance=0.1)
+    with pytest.raises(ValueError, match="tolerance"):
+        wsq.tune(m, wsq.metrics.cosine(m, x), tolerance=math.nan)
     bad = _Net()
     with torch.no_grad():
         bad.a.weight[0, 0] = math.nan

@@ -107,9 +107,15 @@ def test_checkpoint_file_is_byte_identical_grid_and_range(tmp_path):
     assert (tmp_path / "ckpt.wsq").read_bytes() == (tmp_path / "mem.wsq").read_bytes()
     # uniform with a given range and pool options
     opts = {"lo": -0.5, "hi": 0.5, "exclude": "fc2.*"}
-    wsq.save(wsq.compress(m, 40, **opts), tmp_path / "mem2.wsq")
+    method = wsq.Uniform(k=40, lo=-0.5, hi=0.5)
+    wsq.save(wsq.compress(m, method, pooling=wsq.Pooling(exclude="fc2.*")), tmp_path / "mem2.wsq")
     compress_checkpoint(ckpt, _meta(), 40, out=tmp_path / "ckpt2.wsq", **opts)
     assert (tmp_path / "ckpt2.wsq").read_bytes() == (tmp_path / "mem2.wsq").read_bytes()
+    # the method object gives the checkpoint path the same file
+    compress_checkpoint(ckpt, _meta(), method, out=tmp_path / "ckpt3.wsq", exclude="fc2.*")
+    assert (tmp_path / "ckpt3.wsq").read_bytes() == (tmp_path / "mem2.wsq").read_bytes()
+    with pytest.raises(ValueError, match="Uniform's fields"):
+        compress_checkpoint(ckpt, _meta(), method, lo=-0.5)
 
 
 def test_checkpoint_in_another_dtype_is_converted_like_load_state_dict(tmp_path):

@@ -81,7 +81,7 @@ def _expected_widths() -> dict[str, int]:
 @pytest.fixture(scope="module")
 def compressed():
     with torch.no_grad():
-        c = wsq.compress(Net(), K, lo=-1.0, hi=1.0)
+        c = wsq.compress(Net(), wsq.Uniform(k=K, lo=-1.0, hi=1.0))
     return c
 
 
@@ -157,7 +157,12 @@ def test_a_tensor_computes_the_same_at_every_width_it_fits(compressed, isa, batc
             assert batch == 1 or not x.is_contiguous()
             outs = [
                 wsq.ops.lut_matmul(
-                    x, wsq.ops.pack(idx, b), fc.out_features, b, wsq.ops.lut_table(values, b), fc.bias
+                    x,
+                    wsq.ops.pack(idx, b),
+                    fc.out_features,
+                    b,
+                    wsq.ops.lut_table(values, b),
+                    fc.bias,
                 )
                 for b in range(q.bits, 17)
             ]
