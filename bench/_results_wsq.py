@@ -113,7 +113,8 @@ def paper_protocol(task, cfg: dict, directory: str, log=print) -> dict:
     proto = wsq.paper_protocol(
         model, task.decide, tolerance=tol, method=wsq.Uniform(k_max=cfg["k_max"]),
         pop_size=cfg["pop"], generations=cfg["gens"], seed=0, merge_top=cfg["merge_max"],
-        merge_evals=cfg["merge_evals"], baseline=base_d, before_merge=measure,
+        merge_evals=cfg["merge_evals"], baseline=base_d, random_ub=False,  # the paper's k=1024 row
+        before_merge=measure,
     )  # fmt: skip
     res = proto.search
     t_search = proto.timings["search_s"]

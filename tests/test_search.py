@@ -362,7 +362,8 @@ def test_paper_protocol(cnn, acc):
             assert acc(m.model) >= p.search.baseline  # merges never cross the bar
     for kw, word in (({"tolerance": -1.0}, "tolerance"), ({"tolerance": 0.1, "margin": 0.2},
                      "margin"), ({"tolerance": 0.0, "merge_top": 0}, "merge_top"),
-                     ({"tolerance": 0.0, "method": wsq.Grid()}, "method")):  # fmt: skip
+                     ({"tolerance": 0.0, "method": wsq.Grid()}, "method"),
+                     ({"tolerance": 0.0, "random_ub": 1}, "random_ub")):  # fmt: skip
         with pytest.raises((TypeError, ValueError), match=word):
             wsq.paper_protocol(cnn, acc, **kw)
 

@@ -29,14 +29,14 @@ class Protocol:
     """What :func:`paper_protocol` produced.
 
     baseline: evaluate(model). random_ub: the model binned at k = method.k_max with no search
-    (the paper's "Random UB" row). search: the NSGA-II SearchResult. chosen: the front solutions
+    (the paper's "Random UB" row; None when not asked for). search: the NSGA-II SearchResult. chosen: the front solutions
     that were merged (within tolerance - margin, fewest bits first). merged: their merged models
     (each with ``merge_info``), in the same order. timings: seconds (random_ub_s, search_s,
     merge_s).
     """
 
     baseline: float
-    random_ub: Compressed
+    random_ub: Compressed | None
     search: SearchResult
     chosen: list[Solution]
     merged: list[Compressed]
@@ -58,6 +58,7 @@ def paper_protocol(
     merge_top: int = 3,
     merge_evals: int | None = None,
     baseline: float | None = None,
+    random_ub: bool = True,
     before_merge: Callable[[Solution, Compressed], None] | None = None,
     progress: bool = False,
 ) -> Protocol:
@@ -74,6 +75,8 @@ def paper_protocol(
         merge_top: how many front solutions within the bar are merged, fewest bits first (>= 1).
         merge_evals: at most this many evaluations per merge (None: no limit).
         baseline: evaluate(model) when already known.
+        random_ub: build the Random UB reference (False when the caller has it already: wsq
+            compress shows that row for every method, so it makes it before any method runs).
         before_merge: called with (solution, its compressed model) before that model is merged,
             so a caller can measure it without the protocol holding every pre-merge model.
 
@@ -96,9 +99,13 @@ def paper_protocol(
         baseline = finite_baseline(score(evaluate, model), "evaluate")
     baseline = number("baseline", baseline, lo=-math.inf)
 
-    t0 = time.perf_counter()
-    random_ub = Uniform(k=method.k_max).compress(model, pooling)
-    timings["random_ub_s"] = time.perf_counter() - t0
+    if not isinstance(random_ub, bool):
+        raise TypeError(f"random_ub must be a bool, got {type(random_ub).__name__}")
+    ub = None
+    if random_ub:
+        t0 = time.perf_counter()
+        ub = Uniform(k=method.k_max).compress(model, pooling)
+        timings["random_ub_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = search(model, evaluate, method=method, pop_size=pop_size, generations=generations,
                  seed=seed, coder=coder, pooling=pooling, progress=progress)  # fmt: skip
@@ -116,5 +123,5 @@ def paper_protocol(
                             max_evals=merge_evals, progress=progress))  # fmt: skip
         del c
     timings["merge_s"] = time.perf_counter() - t0
-    return Protocol(baseline=baseline, random_ub=random_ub, search=res, chosen=chosen,
+    return Protocol(baseline=baseline, random_ub=ub, search=res, chosen=chosen,
                     merged=merged, timings=timings)  # fmt: skip

@@ -57,7 +57,7 @@ def run_uniform(spec, st, ctx, say, progress) -> dict:
         spec.model, ctx["evaluate"], tolerance=st.tolerance, margin=st.margin, method=u,
         pop_size=st.pop, generations=st.gens, seed=st.seed, coder=st.coder,
         merge_top=st.merge_top, merge_evals=st.merge_evals, baseline=ctx["base_val"],
-        before_merge=measure, progress=progress,
+        random_ub=False, before_merge=measure, progress=progress,
     )  # fmt: skip
     res = p.search
     if not p.chosen:

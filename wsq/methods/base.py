@@ -135,7 +135,8 @@ class Problem(abc.ABC):
 
     def sweep(self, budget: int, spacing: str) -> list[tuple[int, ...]]:
         """The candidates of strategy "sweep" (a method with one natural size knob sweeps it)."""
-        raise ValueError(f"strategy 'sweep' is not defined for {type(self).__name__}")
+        method = type(self).__name__.removesuffix("Problem")
+        raise ValueError(f"strategy 'sweep' is not defined for wsq.{method}: it has no size knob")
 
     @abc.abstractmethod
     def evaluator(self) -> Callable[[tuple[int, ...]], Record]:
@@ -143,7 +144,8 @@ class Problem(abc.ABC):
 
     def worker(self, evaluate) -> object:
         """A picklable factory whose ``build()`` makes an evaluator in an executor worker."""
-        raise ValueError(f"{type(self).__name__} candidates run in this process only")
+        method = type(self).__name__.removesuffix("Problem")
+        raise ValueError(f"wsq.{method} candidates run in this process only")
 
     @abc.abstractmethod
     def describe(self, key: tuple[int, ...]) -> dict:
