@@ -2,7 +2,11 @@
 
 Every weight of every layer goes into one pool, the pool's range is split into k equal bins in O(N),
 and each weight is replaced by its bin's mean: one codebook for the whole model, each weight a small
-index. The package map and the data flow are in docs/architecture.md. Importing wsq is lean: it loads no compiled module, initialises no CUDA and reads no files.
+index. A method is an object (wsq.Uniform: k equal bins; wsq.Grid: per-tensor steps on one shared
+grid) that wsq.compress applies, wsq.tune tunes to a tolerance and wsq.search explores;
+wsq.paper_protocol runs the paper's random UB -> search -> merge -> code. The package map and the
+data flow are in docs/architecture.md. Importing wsq is lean: it loads no compiled module,
+initialises no CUDA and reads no files.
 """
 
 from __future__ import annotations
