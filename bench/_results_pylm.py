@@ -306,7 +306,7 @@ def run(task: PylmTask, cfg: dict, directory: str, log=print, partial: str | Non
         t0 = time.perf_counter()
         label = f"wsq.tune (grid), tolerance {tol:g}" + (f", margin {margin:g}" if margin else "")
         try:
-            c = wsq.tune(task.model, task.decide, tolerance=tol, margin=margin, rd=cfg["rd"],
+            c = grid.tune(task.model, task.decide, tolerance=tol, margin=margin, rd=cfg["rd"],
                          baseline=base_val, sensitivities=sens, quantizer=gq,
                          iters=cfg["tune_iters"], start_scale=start)  # fmt: skip
         except ValueError as e:

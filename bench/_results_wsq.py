@@ -100,15 +100,30 @@ def paper_protocol(task, cfg: dict, directory: str, log=print) -> dict:
         f"  random UB k=1024: n={p['n_bins']} decide={p['decide']:.5f} CR(packed)={p['cr_packed']:.2f}"
     )
 
-    # ---- MO-UB: NSGA-II over k (the paper's mode), then the same budget as a sweep
+    # ---- MO-UB -> + Merge: the paper's protocol (wsq.paper_protocol, as `wsq compress` runs it);
+    # each merged front solution is measured before its merge (the MO-UB row)
+    mo = []
+
+    def measure(s, c) -> None:
+        p = _point(c, task, directory)
+        p.update(k=s.k, time_s=0.0)
+        mo.append(p)
+
     t0 = time.perf_counter()
-    res = wsq.search(model, task.decide, strategy="nsga2", pop_size=cfg["pop"],
-                     generations=cfg["gens"], k_max=cfg["k_max"], seed=0, progress=False)  # fmt: skip
-    t_search = time.perf_counter() - t0
-    log(f"  NSGA-II: {res.n_evaluations} evaluations, front {len(res.front)}, {t_search:.1f} s")
+    proto = wsq.paper_protocol(
+        model, task.decide, tolerance=tol, method=wsq.Uniform(k_max=cfg["k_max"]),
+        pop_size=cfg["pop"], generations=cfg["gens"], seed=0, merge_top=cfg["merge_max"],
+        merge_evals=cfg["merge_evals"], baseline=base_d, random_ub=False,  # the paper's k=1024 row
+        before_merge=measure,
+    )  # fmt: skip
+    res = proto.search
+    t_search = proto.timings["search_s"]
+    log(f"  NSGA-II: {res.n_evaluations} evaluations, front {len(res.front)}, {t_search:.1f} s "
+        f"(protocol {time.perf_counter() - t0:.1f} s)")  # fmt: skip
     t0 = time.perf_counter()
-    sweep = wsq.search(model, task.decide, strategy="sweep", budget=res.n_evaluations,
-                       pop_size=cfg["pop"], k_max=cfg["k_max"], progress=False)  # fmt: skip
+    sweep = wsq.search(model, task.decide, method=wsq.Uniform(k_max=cfg["k_max"]),
+                       strategy=wsq.Sweep(budget=res.n_evaluations), pop_size=cfg["pop"],
+                       progress=False)  # fmt: skip
     t_sweep = time.perf_counter() - t0
     drops = [s.drop for s in res.history + sweep.history if math.isfinite(s.drop)]
     bits = [s.bits for s in res.history + sweep.history if math.isfinite(s.bits)]
@@ -140,29 +155,21 @@ def paper_protocol(task, cfg: dict, directory: str, log=print) -> dict:
                         bits=c.stats()["bits_entropy"], cr=c.stats()["cr"], time_s=t_c))  # fmt: skip
     out["fronts"]["wsq uniform (front, held-out scored)"] = pts
 
-    chosen = [s for s in res.front if s.drop <= tol]
-    if not chosen:  # report the closest instead of nothing, and say so
-        chosen = [min(res.front, key=lambda s: s.drop)]
-        out["mo_ub_note"] = f"no front solution within the tolerance {tol}; closest shown"
-    chosen = _spread(chosen, cfg["merge_max"])
-    mo, merged = [], []
-    for s in chosen:
-        t0 = time.perf_counter()
-        c = res.compress(s)
-        t_c = time.perf_counter() - t0
-        p = _point(c, task, directory)
-        p.update(k=s.k, time_s=t_c)
-        mo.append(p)
-        t0 = time.perf_counter()
-        m = wsq.merge(c, task.decide, tolerance=tol, baseline=res.baseline,
-                      max_evals=cfg["merge_evals"])  # fmt: skip
-        t_m = time.perf_counter() - t0
+    merged = []
+    for s, m in zip(proto.chosen, proto.merged, strict=True):
         q = _point(m, task, directory)
-        q.update(k=s.k, time_s=t_m, merge_info=m.merge_info)
+        q.update(k=s.k, time_s=proto.timings["merge_s"] / len(proto.merged),
+                 merge_info=m.merge_info)  # fmt: skip
         merged.append((q, m))
-        log(f"  k={s.k}: n={p['n_bins']} decide={p['decide']:.5f} -> merged n={q['n_bins']} "
+        log(f"  k={s.k}: n={s.n_bins} decide={s.metric:.5f} -> merged n={q['n_bins']} "
             f"decide={q['decide']:.5f} report={q['report']:.5f} bits(auto)={q['bits']:.3f} "
-            f"CR={q['cr']:.2f} ({m.merge_info['evaluations']} evals, {t_m:.1f} s)")  # fmt: skip
+            f"CR={q['cr']:.2f} ({m.merge_info['evaluations']} evals)")  # fmt: skip
+    if not proto.chosen:  # report the closest instead of nothing, unmerged, and say so
+        s = min(res.front, key=lambda s: s.drop)
+        out["mo_ub_note"] = f"no front solution within the tolerance {tol}; closest shown unmerged"
+        c = res.compress(s)
+        measure(s, c)
+        merged.append((dict(mo[-1], merge_info={}), c))
     rows.append(_range_row("MO-UB", mo, "bits_fixed", "packed_file_bytes", "cr_packed",
                            t_search))  # fmt: skip
     mq = [q for q, _ in merged]

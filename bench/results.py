@@ -269,7 +269,7 @@ def markdown(name, task, cfg, paper, sens, peers, ctimes, checks, total_s, quick
         "+ ANS are wsq files with that coder (every stream, table, codebook, header counted). "
         f"MO-UB: NSGA-II (pop {cfg['pop']}, {cfg['gens']} generations, k in 2..{cfg['k_max']}, objectives: "
         "drop and entropy-coded bits), the front solutions within the tolerance "
-        f"(at most {cfg['merge_max']}, spread over the front), as (min, max); times: the search, "
+        f"(at most {cfg['merge_max']}, fewest bits first; wsq.paper_protocol), as (min, max); times: the search, "
         "then the merges."
     )
     if paper.get("mo_ub_note"):

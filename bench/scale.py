@@ -141,7 +141,7 @@ def _run(size: str, path: str, workdir: str, tune_iters: int) -> dict:
         ev = _evaluator(model, model.config.vocab_size)
 
         def fn():
-            c = wsq.tune(model, ev, tolerance=0.01, iters=tune_iters)
+            c = wsq.tune(model, ev, wsq.Grid(iters=tune_iters), tolerance=0.01)
             info = c.tune_info
             keys = ("baseline", "metric", "evaluations", "probe_s", "tune_s", "own_s", "eval_s",
                     "own_s_per_candidate", "eval_s_per_candidate",
@@ -158,7 +158,7 @@ def _run(size: str, path: str, workdir: str, tune_iters: int) -> dict:
         if path == "search":  # the paper's method: k only
             kw = dict(pop_size=SEARCH_POP, generations=SEARCH_GENS)  # k in 2..1024
         else:
-            kw = dict(method="grid", pop_size=SEARCH_POP, generations=SEARCH_GENS)
+            kw = dict(method=wsq.Grid(), pop_size=SEARCH_POP, generations=SEARCH_GENS)
 
         def fn():
             r = wsq.search(model, ev, progress=False, **kw)

@@ -85,7 +85,8 @@ class Accuracy:
 
 def validate(model: nn.Module, acc: Accuracy) -> None:
     """The search's per-candidate numbers are those of the real compressed model and file."""
-    r = search(model, acc, strategy="sweep", budget=4, k_min=4, k_max=512, progress=False)
+    r = search(model, acc, method=wsq.Uniform(k_min=4, k_max=512), strategy=wsq.Sweep(budget=4),
+               progress=False)  # fmt: skip
     for s in r.history:
         c = r.compress(s)
         st = c.stats()
@@ -183,10 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     results["nsga2_k"], _ = r, rows.append(row)
     if args.compare:
         r2, row2 = run(
-            model, acc, test, "sweep (k)", strategy="sweep", budget=r.n_evaluations, **kw
+            model, acc, test, "sweep (k)", strategy=wsq.Sweep(budget=r.n_evaluations), **kw
         )
         results["sweep_k"], _ = r2, rows.append(row2)
-        r3, row3 = run(model, acc, test, "nsga2 (k, clip)", variables=("k", "clip"), **kw)
+        r3, row3 = run(model, acc, test, "nsga2 (k, clip)", method=wsq.Uniform(clip=True), **kw)
         results["nsga2_k_clip"], _ = r3, rows.append(row3)
     ref = (r.baseline, 12.0)  # drop down to accuracy 0, up to 12 bits per weight
     for row, res in zip(rows, results.values(), strict=True):

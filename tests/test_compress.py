@@ -193,14 +193,83 @@ def test_all_equal_weights_one_bin():
 
 def test_lo_hi_clamp_to_end_bins(device):
     m = nn.Linear(64, 64, bias=False).to(device)
-    c = wsq.compress(m, 4, lo=-0.05, hi=0.05)
+    c = wsq.compress(m, wsq.Uniform(k=4, lo=-0.05, hi=0.05))
     w = m.weight.detach().cpu()
     got = c.model.weight.cpu()
     assert c.lo == pytest.approx(-0.05) and c.hi == pytest.approx(0.05)
     assert torch.equal(got[w > 0.05].unique(), c.codebook[-1:])  # clamped into the top bin
     assert torch.equal(got[w < -0.05].unique(), c.codebook[:1])
-    with pytest.raises(ValueError, match="lo must be < hi"):
-        wsq.compress(m, 4, lo=0.1, hi=0.1)
+    with pytest.raises(ValueError, match="lo must be < Uniform.hi"):
+        wsq.Uniform(k=4, lo=0.1, hi=0.1)
+
+
+def test_method_objects_and_their_errors():
+    m = trained_net()
+    # an int k is Uniform(k=k); the old keyword forms still work, with a warning naming the new one
+    assert torch.equal(wsq.compress(m, 16).codebook, wsq.compress(m, wsq.Uniform(k=16)).codebook)
+    assert torch.equal(wsq.compress(m, k=16).codebook, wsq.compress(m, wsq.Uniform(k=16)).codebook)
+    with pytest.raises(TypeError, match="not both"):
+        wsq.compress(m, wsq.Uniform(k=16), k=16)
+    with pytest.warns(DeprecationWarning, match=r"wsq.Uniform\(k=k, lo=..., hi=...\)"):
+        old = wsq.compress(m, 8, lo=-0.1, hi=0.1)
+    assert torch.equal(old.codebook, wsq.compress(m, wsq.Uniform(k=8, lo=-0.1, hi=0.1)).codebook)
+    with pytest.warns(DeprecationWarning, match="wsq.Pooling"):
+        old = wsq.compress(m, 8, min_dims=1)
+    new = wsq.compress(m, 8, pooling=wsq.Pooling(min_dims=1))
+    assert sorted(old.quantized) == sorted(new.quantized) and "fc.bias" in new.quantized
+    assert wsq.Uniform(k=8) == wsq.Uniform(k=8) and hash(wsq.Pooling(include="fc.*"))
+    assert wsq.Pooling(include="fc.*").include == ("fc.*",)
+    for bad, exc, word in (
+        ({"k": 1}, ValueError, "Uniform.k"), ({"k": 2.5}, TypeError, "Uniform.k"),
+        ({"lo": math.nan}, ValueError, "Uniform.lo"), ({"k_min": 1}, ValueError, "Uniform.k_min"),
+        ({"k_min": 10, "k_max": 5}, ValueError, "Uniform.k_max"),
+        ({"clip": 1}, TypeError, "Uniform.clip"), ({"clip_floor": 1.0}, ValueError, "clip_floor"),
+    ):  # fmt: skip
+        with pytest.raises(exc, match=word):
+            wsq.Uniform(**bad)
+    with pytest.raises(TypeError, match="Pooling.include"):
+        wsq.Pooling(include=3)
+    with pytest.raises(ValueError, match="Pooling.min_dims"):
+        wsq.Pooling(min_dims=-1)
+    with pytest.raises(TypeError, match="method must be"):
+        wsq.compress(m, "uniform")
+    with pytest.raises(TypeError, match="pooling must be"):
+        wsq.compress(m, 8, pooling={"min_dims": 1})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        wsq.compress(m, 8, kk=3)
+    with pytest.raises(TypeError, match="int k"):
+        wsq.compress(m, wsq.Uniform(k=8), lo=0.1)
+    with pytest.raises(TypeError, match="model"):
+        wsq.compress("net", wsq.Uniform())
+
+
+def test_tune_takes_the_method():
+    m = trained_net()
+    x = torch.randn(32, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    ev = wsq.metrics.cosine(m, x)
+    c = wsq.tune(m, ev, wsq.Uniform(k=64, k_max=512), tolerance=0.01)
+    info = c.tune_info
+    k = info["k"]
+    assert c.k == k and 2 <= k <= 512 and info["metric"] >= info["threshold"]
+    with torch.no_grad():
+        assert ev(c.model) == info["metric"]  # the result is the k the tune scored
+        if k > 2:  # the next smaller k tried, if any, failed the bar
+            smaller = [mm for kk, mm in info["trace"] if kk < k]
+            assert all(not mm >= info["threshold"] for mm in smaller)
+    g = wsq.tune(m, ev, wsq.Grid(iters=4), tolerance=0.01)
+    gi = g.tune_info
+    same = wsq.compress(m, wsq.Grid(scale=gi["scale"], rd=gi["rd"],
+                                    sensitivities=gi["sensitivities"]))  # fmt: skip
+    assert torch.equal(same.codebook, g.codebook)
+    with pytest.warns(DeprecationWarning, match="wsq.Grid"):
+        old = wsq.tune(m, ev, tolerance=0.01, iters=4)
+    assert torch.equal(old.codebook, g.codebook)
+    with pytest.raises(ValueError, match="never reached"):
+        wsq.tune(m, ev, wsq.Uniform(k_max=4), tolerance=0.0)
+    with pytest.raises(ValueError, match="method object"):
+        wsq.tune(m, ev, wsq.Grid(), tolerance=0.01, iters=3)
+    with pytest.raises(ValueError, match="margin"):
+        wsq.tune(m, ev, wsq.Uniform(), tolerance=0.01, margin=0.02)
 
 
 def test_fp16_bf16_models_keep_dtype(device):
@@ -366,7 +435,7 @@ def test_k_out_of_range(k):
 
 @pytest.mark.parametrize("k", [2.0, True, "8", None])
 def test_k_wrong_type(k):
-    with pytest.raises(TypeError, match="k must be an int"):
+    with pytest.raises(TypeError, match="method must be a wsq method object .* or an int k"):
         wsq.compress(nn.Linear(3, 3), k)
 
 

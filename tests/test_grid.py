@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -195,13 +196,15 @@ def test_tune_bad_evaluators_name_the_callable():
         wsq.tune(m, lambda mod: "high", tolerance=0.1)
     with pytest.raises(TypeError, match="evaluate must be callable"):
         wsq.tune(m, 3, tolerance=0.1)
-    with pytest.raises(TypeError, match="probe"):
-        wsq.tune(m, wsq.metrics.cosine(m, x), tolerance=0.1, probe="kl")
+    with pytest.raises(TypeError, match="Grid.probe"):
+        wsq.tune(m, wsq.metrics.cosine(m, x), wsq.Grid(probe="kl"), tolerance=0.1)
     with pytest.raises(TypeError, match="model"):
         wsq.tune("net", wsq.metrics.cosine(m, x), tolerance=0.1)
-    for kw in ({"rd": -1.0}, {"iters": 0}, {"tolerance": math.nan}, {"probe_step": 0.0}):
-        with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
-            wsq.tune(m, wsq.metrics.cosine(m, x), **{"tolerance": 0.1, **kw})
+    for kw in ({"rd": -1.0}, {"iters": 0}, {"probe_step": 0.0}):
+        with pytest.raises((ValueError, TypeError), match=f"Grid.{next(iter(kw))}"):
+            wsq.tune(m, wsq.metrics.cosine(m, x), wsq.Grid(**kw), tolerance=0.1)
+    with pytest.raises(ValueError, match="tolerance"):
+        wsq.tune(m, wsq.metrics.cosine(m, x), tolerance=math.nan)
     bad = _Net()
     with torch.no_grad():
         bad.a.weight[0, 0] = math.nan
@@ -214,7 +217,7 @@ def grid_result():
     m = _Net()
     x = torch.randn(128, 64, generator=torch.Generator().manual_seed(5))
     ev = wsq.metrics.cosine(m, x)
-    return m, ev, wsq.search(m, ev, method="grid", pop_size=8, generations=4, progress=False)
+    return m, ev, wsq.search(m, ev, method=wsq.Grid(), pop_size=8, generations=4, progress=False)
 
 
 def test_search_grid_front_and_outputs(tmp_path, grid_result):
@@ -251,27 +254,41 @@ def test_search_grid_front_and_outputs(tmp_path, grid_result):
 
 def test_search_grid_is_seeded_and_checks_arguments(grid_result):
     m, ev, r = grid_result
-    again = wsq.search(m, ev, method="grid", pop_size=8, generations=4, progress=False)
+    again = wsq.search(m, ev, method=wsq.Grid(), pop_size=8, generations=4, progress=False)
     assert [(s.x, s.bits, s.metric) for s in again.front] == [
         (s.x, s.bits, s.metric) for s in r.front
     ]
     one = wsq.search(
-        m, ev, method="grid", variables=("scale",), rd=0.0, pop_size=6, generations=2,
-        progress=False,
+        m, ev, method=wsq.Grid(rd=0.0, fixed_rd=True), pop_size=6, generations=2, progress=False
     )  # fmt: skip
-    assert all(s.rd == 0.0 for s in one.history)
+    assert all(s.rd == 0.0 for s in one.history) and one.variables == ("scale",)
+    with pytest.warns(DeprecationWarning, match="wsq.Grid"):
+        old = wsq.search(m, ev, method="grid", variables=("scale",), rd=0.0, pop_size=6,
+                         generations=2, progress=False)  # fmt: skip
+    assert [(s.x, s.metric) for s in old.front] == [(s.x, s.metric) for s in one.front]
     with pytest.raises(ValueError, match="method"):
         wsq.search(m, ev, method="kmeans")
     with pytest.raises(ValueError, match="variables"):
         wsq.search(m, ev, method="grid", variables=("k",))
-    with pytest.raises(ValueError, match="executor"):
-        wsq.search(m, ev, method="grid", executor=object())
+    with pytest.raises(ValueError, match="executor"), ThreadPoolExecutor(1) as ex:
+        wsq.search(m, ev, method=wsq.Grid(), executor=ex)
+    with pytest.raises(ValueError, match="checkpoint"):
+        wsq.search(m, ev, method=wsq.Grid(), checkpoint="ckpt")
     with pytest.raises(ValueError, match="strategy"):
-        wsq.search(m, ev, method="grid", strategy="sweep")
+        wsq.search(m, ev, method=wsq.Grid(), strategy="sweep")
+    for bad, exc, word in (({"rd": -1.0}, ValueError, "Grid.rd"), ({"iters": 0}, ValueError,
+                           "Grid.iters"), ({"probe": "kl"}, TypeError, "Grid.probe"),
+                           ({"sensitivities": [1.0, math.nan]}, ValueError, "Grid.sensitivities"),
+                           ({"fixed_rd": 1}, TypeError, "Grid.fixed_rd"),
+                           ({"scale": 0.0}, ValueError, "Grid.scale")):  # fmt: skip
+        with pytest.raises(exc, match=word):
+            wsq.Grid(**bad)
+    with pytest.raises(ValueError, match="Grid.scale is needed"):
+        wsq.compress(m, wsq.Grid())
     with pytest.raises(ValueError, match="method=.grid. only"):
         wsq.search(m, ev, rd=0.5)
     with pytest.raises(ValueError, match="evaluate.*nan"):
-        wsq.search(m, lambda mod: math.nan, method="grid", pop_size=4, generations=1)
+        wsq.search(m, lambda mod: math.nan, method=wsq.Grid(), pop_size=4, generations=1)
 
 
 # ----------------------------------------------------------------------------- bounded by points used

@@ -330,7 +330,8 @@ def test_merge_front_merges_the_solutions_within_tolerance():
     model = _mlp(7)
     x = torch.randn(64, 24, generator=torch.Generator().manual_seed(1))
     ev = OutputMSE(model, x)
-    res = wsq.search(model, ev, strategy="sweep", k_min=16, k_max=256, budget=6, progress=False)
+    res = wsq.search(model, ev, method=wsq.Uniform(k_min=16, k_max=256),
+                     strategy=wsq.Sweep(budget=6), progress=False)  # fmt: skip
     tol = -sorted(s.metric for s in res.front)[len(res.front) // 2]  # about half qualify
     merged = merge_front(res, ev, tolerance=tol)
     want = [i for i, s in enumerate(res.front) if s.drop <= tol]

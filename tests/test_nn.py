@@ -174,7 +174,9 @@ def test_subclass_keeping_forward_stays_instance():
 
 def test_include_biases_generic_linear():
     lin = nn.Linear(5, 4)
-    c = wsq.compress(lin, K, min_dims=1)  # weight and bias both quantized: generic owner
+    c = wsq.compress(
+        lin, K, pooling=wsq.Pooling(min_dims=1)
+    )  # weight and bias both quantized: generic owner
     ref = reference_fake_quant(lin, K, min_dims=1)
     x = torch.randn(2, 5)
     assert torch.equal(c.model(x), ref(x))

@@ -107,9 +107,15 @@ def test_checkpoint_file_is_byte_identical_grid_and_range(tmp_path):
     assert (tmp_path / "ckpt.wsq").read_bytes() == (tmp_path / "mem.wsq").read_bytes()
     # uniform with a given range and pool options
     opts = {"lo": -0.5, "hi": 0.5, "exclude": "fc2.*"}
-    wsq.save(wsq.compress(m, 40, **opts), tmp_path / "mem2.wsq")
+    method = wsq.Uniform(k=40, lo=-0.5, hi=0.5)
+    wsq.save(wsq.compress(m, method, pooling=wsq.Pooling(exclude="fc2.*")), tmp_path / "mem2.wsq")
     compress_checkpoint(ckpt, _meta(), 40, out=tmp_path / "ckpt2.wsq", **opts)
     assert (tmp_path / "ckpt2.wsq").read_bytes() == (tmp_path / "mem2.wsq").read_bytes()
+    # the method object gives the checkpoint path the same file
+    compress_checkpoint(ckpt, _meta(), method, out=tmp_path / "ckpt3.wsq", exclude="fc2.*")
+    assert (tmp_path / "ckpt3.wsq").read_bytes() == (tmp_path / "mem2.wsq").read_bytes()
+    with pytest.raises(ValueError, match="Uniform's fields"):
+        compress_checkpoint(ckpt, _meta(), method, lo=-0.5)
 
 
 def test_checkpoint_in_another_dtype_is_converted_like_load_state_dict(tmp_path):
@@ -238,11 +244,11 @@ def run(big):
         del model
         return ("save", c)
     if op == "tune":
-        return wsq.tune(model, ev, tolerance=0.05, iters=3)
+        return wsq.tune(model, ev, wsq.Grid(iters=3), tolerance=0.05)
     if op == "search":
-        return wsq.search(model, ev, pop_size=4, generations=2, k_max=4096, progress=False)
+        return wsq.search(model, ev, method=wsq.Uniform(k_max=4096), pop_size=4, generations=2, progress=False)
     if op == "search_grid":
-        return wsq.search(model, ev, method="grid", pop_size=4, generations=2, progress=False)
+        return wsq.search(model, ev, method=wsq.Grid(), pop_size=4, generations=2, progress=False)
     if op == "merge":
         c = wsq.compress(model, 256)
         return ("merge", c, ev)
@@ -289,11 +295,11 @@ elif op == "load":
 elif op == "compress":
     res = wsq.compress(model, 256)
 elif op == "tune":
-    res = wsq.tune(model, ev, tolerance=0.05, iters=3)
+    res = wsq.tune(model, ev, wsq.Grid(iters=3), tolerance=0.05)
 elif op == "search":
-    res = wsq.search(model, ev, pop_size=4, generations=2, k_max=4096, progress=False)
+    res = wsq.search(model, ev, method=wsq.Uniform(k_max=4096), pop_size=4, generations=2, progress=False)
 elif op == "search_grid":
-    res = wsq.search(model, ev, method="grid", pop_size=4, generations=2, progress=False)
+    res = wsq.search(model, ev, method=wsq.Grid(), pop_size=4, generations=2, progress=False)
 peak = status("VmHWM") - base
 packed = 0
 if hasattr(res, "quantized"):
@@ -351,22 +357,24 @@ def test_peak_memory_within_bounds(child, op):
 
 def test_grid_search_reports_candidates_too_fine_to_hold_in_memory():
     from wsq.core import grid_quant
-    from wsq.search import grid as sgrid
 
     m = _model()
-    gq = wsq.core.grid.GridQuantizer(m)
-    space = sgrid.GridSpace(("scale",), 0.05, 1.0)
-    runner = sgrid.GridCandidates(gq, [1.0] * len(gq.entries), space, lambda model: 2.0, "auto")
+    n = len(wsq.core.grid.GridQuantizer(m).entries)
+    method = wsq.Grid(rd=1.0, fixed_rd=True, sensitivities=[1.0] * n)
+    runner = method.problem(m, lambda model: 2.0, pooling=wsq.Pooling(), coder="auto")
+    runner.prepare(2.0)  # sensitivities given: nothing probed
+    runner.scale0 = 0.05  # a grid coarse enough to quantize, whatever the model's size
+    gq, evaluate = runner.gq, runner.evaluator()
     dense = sum(p.numel() * 4 for p in m.parameters() if p.dim() >= 2)
     assert runner.work_budget == pytest.approx(grid_quant.WORK_FRACTION * dense)
     key = (0,)
     need = gq.work_bytes(gq.quantize(runner.plan(key)))
     assert gq.plan_bytes(runner.plan(key)) >= need  # the bound known before quantizing
     runner.work_budget = need - 1  # one byte short: refused, nothing packed, never evaluated
-    rec = runner(key)
+    rec = evaluate(key)
     assert rec.metric != rec.metric and rec.bits == 32.0 and runner.work is None
     runner.work_budget = gq.plan_bytes(runner.plan(key))
-    rec = runner(key)
+    rec = evaluate(key)
     assert rec.metric == 2.0 and sum(g.packed().numel() for g in runner.work._groups) == need
 
 

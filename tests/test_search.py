@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import csv
 import json
@@ -16,12 +17,12 @@ from torch import nn
 
 import wsq
 from wsq.kernels import ops
+from wsq.methods.uniform import CandidateEvaluator, Space
+from wsq.methods.uniform import sweep_ks as _sweep_ks
 from wsq.search import Solution, search
-from wsq.search.driver import _sweep_ks
-from wsq.search.problem import CandidateEvaluator, Space
 
 SMALL = {"pop_size": 8, "generations": 3, "progress": False}
-POOL = {"include": None, "exclude": None, "min_dims": 2}
+POOL = wsq.Pooling()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,7 +110,7 @@ def test_search_on_the_device_matches_compress(cnn, device):
 def test_working_copy_weights_equal_dequantized(cnn, result):
     s = result.front[len(result.front) // 2]
     before = {n: t.clone() for n, t in cnn.state_dict().items()}
-    ev = CandidateEvaluator(cnn, lambda m: 0.0, None, coder="auto", pool_options=POOL)
+    ev = CandidateEvaluator(cnn, lambda m: 0.0, None, coder="auto", pooling=POOL)
     ev.space = Space(("k",), 2, 1024, *ev.range(), 0.0, 0.01)
     rec = ev(s.x)
     assert rec.bits == s.bits and rec.n_bins == s.n_bins
@@ -161,7 +162,7 @@ def test_same_seed_same_front_other_seed_differs(cnn, acc, result):
 
 
 def test_sweep_budget_and_hypervolume(cnn, acc, result):
-    sw = search(cnn, acc, strategy="sweep", budget=result.n_evaluations, progress=False)
+    sw = search(cnn, acc, strategy=wsq.Sweep(budget=result.n_evaluations), progress=False)
     ks = [s.k for s in sw.history]
     assert len(ks) == result.n_evaluations == len(set(ks))
     assert ks == _sweep_ks(2, 1024, result.n_evaluations, "geometric")
@@ -189,7 +190,7 @@ def test_sweep_ks():
 
 
 def test_clip_variable_reproduced_by_compress(cnn, acc):
-    r = search(cnn, acc, variables=("k", "clip"), seed=3, **SMALL)
+    r = search(cnn, acc, method=wsq.Uniform(clip=True), seed=3, **SMALL)
     assert all(0.0 <= s.clip <= 1.0 for s in r.history)
     clipped = [s for s in r.front if s.clip > 0] or [s for s in r.history if s.clip > 0]
     s = clipped[0]
@@ -270,9 +271,10 @@ def test_tied_strided_and_bf16_parameters(device):
         with torch.no_grad():
             return -float((m(idx) - ref).pow(2).mean())
 
-    r = search(model, fidelity, seed=0, pop_size=8, generations=2, k_max=64, progress=False)
+    r = search(model, fidelity, method=wsq.Uniform(k_max=64), seed=0, pop_size=8, generations=2,
+               progress=False)  # fmt: skip
     assert r.config["n_weights"] == 16 * 8 + 6 * 8 + 8 * 8  # tied weight pooled once
-    ev = CandidateEvaluator(model, fidelity, None, coder="auto", pool_options=POOL)
+    ev = CandidateEvaluator(model, fidelity, None, coder="auto", pooling=POOL)
     ev.space = Space(("k",), 2, 64, *ev.range(), 0.0, 0.01)
     for s in (r.front[0], r.front[-1]):
         c = r.compress(s)
@@ -346,15 +348,50 @@ def test_nan_metric_is_worst_not_fatal(cnn, acc):
     assert not any(math.isnan(s.metric) for s in r.front)
 
 
-def test_merge_hook(cnn, acc):
-    r = search(cnn, acc, seed=1, k_max=40, merge=True, **SMALL)
-    ok = [i for i, s in enumerate(r.front) if s.drop <= 0.0]
-    assert sorted(r.merged) == ok and ok
-    for i, m in r.merged.items():
-        assert isinstance(m, wsq.Compressed)
-        assert m.codebook.numel() <= r.front[i].n_bins
+def test_paper_protocol(cnn, acc):
+    seen = []
+    p = wsq.paper_protocol(
+        cnn, acc, tolerance=0.0, method=wsq.Uniform(k_max=40), seed=1, pop_size=8, generations=3,
+        merge_top=2, before_merge=lambda s, c: seen.append((s, c.codebook.numel())),
+    )  # fmt: skip
+    ok = sorted((s for s in p.search.front if s.drop <= 0.0), key=lambda s: (s.bits, s.drop))
+    assert p.chosen == ok[:2] and p.chosen and len(p.merged) == len(p.chosen)
+    assert [s for s, _ in seen] == p.chosen and p.random_ub.k == 40
+    for s, m in zip(p.chosen, p.merged, strict=True):
+        assert isinstance(m, wsq.Compressed) and m.codebook.numel() <= s.n_bins
         with torch.no_grad():
-            assert acc(m.model) >= r.baseline  # merges never cross the bar
-    assert "merged" in r.table() and "merge_s" in r.timings
-    with pytest.raises(ValueError, match="merge_tolerance"):
-        search(cnn, acc, merge=True, merge_tolerance=-1.0, **SMALL)
+            assert acc(m.model) >= p.search.baseline  # merges never cross the bar
+    for kw, word in (({"tolerance": -1.0}, "tolerance"), ({"tolerance": 0.1, "margin": 0.2},
+                     "margin"), ({"tolerance": 0.0, "merge_top": 0}, "merge_top"),
+                     ({"tolerance": 0.0, "method": wsq.Grid()}, "method"),
+                     ({"tolerance": 0.0, "random_ub": 1}, "random_ub")):  # fmt: skip
+        with pytest.raises((TypeError, ValueError), match=word):
+            wsq.paper_protocol(cnn, acc, **kw)
+
+
+def test_legacy_keywords_translate_with_a_warning(cnn, acc):
+    new = search(cnn, acc, method=wsq.Uniform(k_max=40, clip=True), seed=1, **SMALL)
+    with pytest.warns(DeprecationWarning, match="wsq.Uniform"):
+        old = search(cnn, acc, k_max=40, variables=("k", "clip"), seed=1, **SMALL)
+    assert [(s.x, s.metric, s.bits) for s in old.front] == [
+        (s.x, s.metric, s.bits) for s in new.front
+    ]
+    with pytest.warns(DeprecationWarning, match="wsq.Grid"):
+        g = search(cnn, acc, method="grid", rd=0.5, variables=("scale",), seed=1, **SMALL)
+    assert g.variables == ("scale",) and all(s.rd == 0.5 for s in g.history)
+    with pytest.warns(DeprecationWarning, match="wsq.Sweep"):
+        sw = search(cnn, acc, strategy="sweep", budget=5, progress=False)
+    assert sw.n_evaluations == 5
+    with pytest.warns(DeprecationWarning, match="wsq.Pooling"):
+        search(cnn, acc, min_dims=2, seed=1, **SMALL)
+    with pytest.raises(TypeError, match="paper_protocol"):
+        search(cnn, acc, merge=True, **SMALL)
+    with pytest.raises(ValueError, match="method object"):
+        search(cnn, acc, method=wsq.Uniform(), k_max=40, **SMALL)
+    with pytest.raises(TypeError, match="unexpected"):
+        search(cnn, acc, k_maxx=40, **SMALL)
+    with pytest.raises(TypeError, match="method must be"):
+        search(cnn, acc, method=3.5, **SMALL)
+    with pytest.raises(ValueError, match="executor"):
+        search(cnn, acc, method=wsq.Grid(), executor=concurrent.futures.ThreadPoolExecutor(1),
+               **SMALL)  # fmt: skip

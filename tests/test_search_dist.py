@@ -15,6 +15,7 @@ import pytest
 import torch
 from _search_digits import Accuracy, ExitOnce, trained_cnn
 
+import wsq
 from wsq.search import search
 
 RUN = {"pop_size": 8, "generations": 3, "seed": 11, "progress": False}
@@ -121,7 +122,7 @@ def test_broken_pool_gives_up_after_max_retries(tmp_path, cnn, acc):
     ev = AlwaysExit(acc, "", "", after=os.getpid())
     with ProcessPoolExecutor(2) as ex:
         with pytest.raises(RuntimeError, match="max_retries"):
-            search(cnn, ev, executor=ex, max_retries=1, **RUN)
+            search(cnn, ev, executor=wsq.Workers(ex, max_retries=1), **RUN)
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ def test_extend_generations_and_sweep_resume(tmp_path, cnn, acc, reference):
     assert _sig(longer) == _sig(reference)
     assert count_lines(log) == 1 + reference.n_evaluations
 
-    sweep = {"strategy": "sweep", "budget": 20, "pop_size": 8, "progress": False}
+    sweep = {"strategy": wsq.Sweep(budget=20), "pop_size": 8, "progress": False}
     plain = search(cnn, acc, **sweep)
     stop = _StopAt(acc, str(tmp_path / "sweep_calls"), 11)
     with pytest.raises(_Stop):

@@ -82,7 +82,7 @@ def _expected_widths() -> dict[str, int]:
 @pytest.fixture(scope="module")
 def compressed():
     with torch.no_grad():
-        c = wsq.compress(Net(), K, lo=-1.0, hi=1.0)
+        c = wsq.compress(Net(), wsq.Uniform(k=K, lo=-1.0, hi=1.0))
     return c
 
 

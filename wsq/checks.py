@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["number", "finite_baseline"]
+__all__ = ["number", "finite_baseline", "tolerance_margin"]
 
 
 def number(name: str, v, *, lo: float = 0.0, strict: bool = False) -> float:
@@ -16,6 +16,19 @@ def number(name: str, v, *, lo: float = 0.0, strict: bool = False) -> float:
     if not math.isfinite(v) or v < lo or (strict and v == lo):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo}, got {v}")
     return v
+
+
+def tolerance_margin(tolerance, margin) -> tuple[float, float]:
+    """(tolerance, margin) checked: both finite numbers >= 0, margin <= tolerance (a larger margin
+    would ask the compressed model to beat the original)."""
+    tolerance = number("tolerance", tolerance)
+    margin = number("margin", margin)
+    if margin > tolerance:
+        raise ValueError(
+            f"margin must be <= tolerance ({tolerance}), got {margin}: the tune would ask the "
+            "compressed model to beat the original"
+        )
+    return tolerance, margin
 
 
 def finite_baseline(v: float, name: str) -> float:

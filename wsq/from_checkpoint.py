@@ -141,7 +141,7 @@ def compress_checkpoint(
             directory holding one of them.
         model: the architecture, ideally built under :func:`empty_parameters` (parameters on the
             meta device, buffers real); it is not modified.
-        method: an int k (uniform binning into k bins: ``wsq.compress(model, k, lo=, hi=)``) or a
+        method: ``wsq.Uniform(k, lo, hi)`` or an int k (uniform binning into k bins) or a
             ``wsq.core.grid.GridPlan`` (the grid at given steps: ``GridQuantizer.compress``). A tune
             needs a runnable model to evaluate and is refused (TypeError).
         out: when given, the compressed model is also saved there (``wsq.save``, `coder`).
@@ -155,7 +155,12 @@ def compress_checkpoint(
     checkpoint tensor at a time in the model's dtype.
     """
     from wsq.core.grid import GridPlan, GridQuantizer
+    from wsq.methods import Uniform
 
+    if isinstance(method, Uniform):  # the object form of (k, lo, hi)
+        if lo is not None or hi is not None:
+            raise ValueError("lo and hi are wsq.Uniform's fields: give them to the method object")
+        method, lo, hi = method.k, method.lo, method.hi
     if not isinstance(model, tnn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(strict, bool):
@@ -163,7 +168,7 @@ def compress_checkpoint(
     is_k = isinstance(method, int) and not isinstance(method, bool)
     if not is_k and not isinstance(method, GridPlan):
         raise TypeError(
-            "method must be an int k (uniform bins) or a wsq.core.grid.GridPlan (the grid at given "
+            "method must be a wsq.Uniform, an int k (uniform bins) or a wsq.core.grid.GridPlan (the grid at given "
             f"steps), got {type(method).__name__}; tuning (wsq.tune, wsq.search) evaluates the "
             "model and needs it materialised: load the checkpoint into the model first"
         )

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from wsq.cli.method_runs import Guarded, NotReached, run_grid, run_lloyd, run_uniform
+from wsq.cli.settings import Settings
 from wsq.cli.specs import CliError, Spec, _describe, _one_line
 from wsq.cli.table import fixed_bytes, table_row
 from wsq.search.result import json_safe
@@ -22,7 +23,7 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3].rstrip() + "..."
 
 
-def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], progress: bool):
+def run_compress(spec: Spec, st: Settings, out: str, say: Callable[[str], None], progress: bool):
     """The whole pipeline; returns the summary dict (also written to out/summary.json).
 
     Every file is written into a temporary folder inside ``out`` and moved into place only when
@@ -60,8 +61,8 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
             f"the evaluate callable returned {base_val} on the original model; it must be finite"
         )
     # Random UB: the paper's fixed k = 1024 (here --k-max) binning, for reference
-    ub = wsq.compress(model, opts["k_max"])
-    ub_stats = ub.stats(opts["coder"])
+    ub = wsq.compress(model, st.uniform.k_max)
+    ub_stats = ub.stats(st.coder)
     original = ub_stats["original_bytes"]
     n_weights = ub_stats["n_weights"]
     rows = [
@@ -71,8 +72,8 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
          "mem_bits": 8.0 * (original - sum(t.numel() * t.element_size()
                                            for t in ub.rest_state().values())) / n_weights,
          "cr": 1.0},
-        {"method": f"Random UB k={opts['k_max']}", "val": val_of(ub.model),
-         "test": test_of(ub.model), "k": opts["k_max"], "n_bins": ub_stats["n_bins"],
+        {"method": f"Random UB k={st.uniform.k_max}", "val": val_of(ub.model),
+         "test": test_of(ub.model), "k": st.uniform.k_max, "n_bins": ub_stats["n_bins"],
          "bits": float(ub.bits), "mem_bits": ub.memory()["bits_memory"],
          "cr": original / fixed_bytes(ub)},
     ]  # fmt: skip
@@ -81,22 +82,22 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
     ctx = {"evaluate": evaluate, "val_of": val_of, "test_of": test_of, "base_val": base_val,
            "original": original}  # fmt: skip
     parts, failed = {}, {}
-    methods = ("uniform", "grid") if opts["method"] == "auto" else (opts["method"],)
+    methods = st.methods
     for method in methods:
         try:
             if method == "uniform":
-                parts[method] = run_uniform(spec, opts, ctx, say, progress)
+                parts[method] = run_uniform(spec, st, ctx, say, progress)
             elif method == "lloyd":
-                parts[method] = run_lloyd(spec, opts, ctx, say)
+                parts[method] = run_lloyd(spec, st, ctx, say)
             else:
-                parts[method] = run_grid(spec, opts, ctx, say)
+                parts[method] = run_grid(spec, st, ctx, say)
         except NotReached as e:
             failed[method] = str(e)
-            say(f"{method}: nothing within --tolerance {opts['tolerance']}: {e}")
+            say(f"{method}: nothing within --tolerance {st.tolerance}: {e}")
     if not parts:
         raise CliError(
             f"the evaluate callable never reached baseline {base_val:.6g} - --tolerance "
-            f"{opts['tolerance']:g}: raise --tolerance ("
+            f"{st.tolerance:g}: raise --tolerance ("
             + "; ".join(f"{m}: {_clip(why, 90)}" for m, why in failed.items())
             + ")"
         )
@@ -107,12 +108,12 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
     # the chosen model (all passed the validation bar in memory): --prefer file, the smallest file
     # with the chosen coder, ties to the smaller running model; memory, the other way round
     def file_of(it):
-        return it[opts["coder"]]["file_bytes"]
+        return it[st.coder]["file_bytes"]
 
     def held_of(it):
         return it["memory"]["param_bytes_compressed"]
 
-    order = (file_of, held_of) if opts["prefer"] == "file" else (held_of, file_of)
+    order = (file_of, held_of) if st.prefer == "file" else (held_of, file_of)
     cands = sorted(
         (it for p in parts.values() for it in p["candidates"]),
         key=lambda it: (order[0](it), order[1](it), -it["val"]),
@@ -123,8 +124,9 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         names[1:1] = ["front.csv", "front.json", "front.png"]
     tmp = tempfile.mkdtemp(dir=out, prefix=".wsq-tmp-")
     try:
-        floor = base_val - opts["tolerance"] + opts.get("margin", 0.0)
-        best, reloaded, rejected = _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say)
+        floor = base_val - st.bar
+        best, reloaded, rejected = _first_that_reloads(spec, cands, tmp, st.coder, val_of, floor,
+                                                       say)  # fmt: skip
         size = os.path.getsize(os.path.join(tmp, "model.wsq"))
         if res is not None:
             res.to_csv(os.path.join(tmp, "front.csv"))
@@ -135,7 +137,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
         summary = {
             "spec": spec.name,
             "metric": spec.metric,
-            "settings": dict(opts),
+            "settings": st.summary(),
             "baseline": {"val": base_val, "test": base_test},
             "rows": rows,
             "methods": {m: {"seconds": p["seconds"]} for m, p in parts.items()},
@@ -150,7 +152,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
                        "val": best["val"], "val_reloaded": reloaded, "test": best["test"],
                        "file": path,
                        "file_bytes": size, "original_bytes": original, "cr": original / size,
-                       "coder": opts["coder"], **best["memory"]},
+                       "coder": st.coder, **best["memory"]},
             "rejected_on_reload": rejected,
             "files": {n: os.path.join(out, n) for n in names},
             "seconds": time.perf_counter() - t_start,
@@ -179,7 +181,7 @@ def run_compress(spec: Spec, opts: dict, out: str, say: Callable[[str], None], p
 OUTPUTS = ("model.wsq", "front.csv", "front.json", "front.png", "summary.json")
 
 
-def _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say):
+def _first_that_reloads(spec, cands, tmp, coder, val_of, floor, say):
     """Save the smallest candidate into tmp/model.wsq, load it back from those bytes into the
     SPEC's architecture and score it: the file is kept only if the loaded model is within the
     tolerance (the candidates were scored in memory). Else the next smallest, and so on.
@@ -189,7 +191,7 @@ def _first_that_reloads(spec, cands, tmp, opts, val_of, floor, say):
     path = os.path.join(tmp, "model.wsq")
     rejected = []
     for it in cands:
-        wsq.save(it["model"], path, coder=opts["coder"])
+        wsq.save(it["model"], path, coder=coder)
         got = val_of(wsq.load(path, spec.model).model)
         if got >= floor:
             return it, got, rejected

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 
+from wsq.cli.settings import build_settings
 from wsq.cli.specs import (
     _SPEC_DEFAULTS,
     DEFAULTS,
@@ -203,28 +203,7 @@ def _cmd_compress(args) -> int:
         v = getattr(args, k)
         if v is not None:
             opts[k] = v
-    limits = (("k_min", 2), ("k_max", 2), ("pop", 2), ("gens", 1), ("merge_top", 1),
-              ("merge_evals", 1), ("grid_iters", 1))  # fmt: skip
-    for name, lo in limits:
-        if opts[name] is not None and opts[name] < lo:
-            raise CliError(f"--{name.replace('_', '-')} must be >= {lo}, got {opts[name]}")
-    if opts["k_max"] > 65536 or opts["k_min"] > opts["k_max"]:
-        raise CliError(
-            f"need 2 <= --k-min <= --k-max <= 65536, got {opts['k_min']}, {opts['k_max']}"
-        )
-    if opts["seed"] < 0:
-        raise CliError(f"--seed must be >= 0, got {opts['seed']}")
-    if not (math.isfinite(opts["tolerance"]) and opts["tolerance"] >= 0):
-        raise CliError(f"--tolerance must be finite and >= 0, got {opts['tolerance']}")
-    if not (math.isfinite(opts["margin"]) and 0 <= opts["margin"] <= opts["tolerance"]):
-        raise CliError(
-            f"--margin must be finite, >= 0 and <= --tolerance ({opts['tolerance']:g}), got "
-            f"{opts['margin']}"
-        )
-    variables = tuple(v.strip() for v in opts["variables"].split(",") if v.strip())
-    if "k" not in variables or not set(variables) <= {"k", "clip"}:
-        raise CliError(f"--variables must be 'k' or 'k,clip', got {opts['variables']!r}")
-    opts["variables"] = ",".join(variables)
+    settings = build_settings(opts)
     if spec_key is not None and args.metric is not None:
         raise CliError(
             "--metric applies to the built-in digits default; a SPEC brings its own evaluate"
@@ -245,7 +224,7 @@ def _cmd_compress(args) -> int:
     out = _prepare_out(args.out)
     try:
         if spec_key is None:
-            spec = _digits_spec(opts["seed"], opts["metric"], say)
+            spec = _digits_spec(settings.seed, settings.metric, say)
         elif spec_key == "minilm":
             spec = _minilm_spec()
         elif spec_key == "pylm":
@@ -254,8 +233,7 @@ def _cmd_compress(args) -> int:
             spec = _effnet_spec(say)
         else:
             spec = _user_spec(spec_key)
-        opts["variables"] = variables
-        summary = run_compress(spec, opts, out, say, progress=progress)
+        summary = run_compress(spec, settings, out, say, progress=progress)
     except BaseException:
         if not existed and not os.listdir(out):
             os.rmdir(out)  # a folder this run created stays only when the run succeeded

@@ -34,46 +34,41 @@ class Guarded:
             raise CliError(f"the {self.name} callable raised {_one_line(e)}") from e
 
 
-def run_uniform(spec, opts, ctx, say, progress) -> dict:
-    """The paper's pipeline: NSGA-II over k, merge the best front solutions, entropy-code."""
-    from wsq.core.merge import merge
-    from wsq.search import search
+def run_uniform(spec, st, ctx, say, progress) -> dict:
+    """The paper's protocol (wsq.paper_protocol): NSGA-II over k, merge the best front solutions
+    within the tolerance, entropy-code."""
+    from wsq.protocol import paper_protocol
 
     t0 = time.perf_counter()
+    u = st.uniform
     say(
-        f"uniform: NSGA-II pop {opts['pop']} x {opts['gens']} generations, k in "
-        f"[{opts['k_min']}, {opts['k_max']}], variables {opts['variables']}, seed {opts['seed']}"
+        f"uniform: NSGA-II pop {st.pop} x {st.gens} generations, k in [{u.k_min}, {u.k_max}], "
+        f"variables {u.variables}, seed {st.seed}"
     )
-    res = search(
-        spec.model, ctx["evaluate"], k_min=opts["k_min"], k_max=opts["k_max"],
-        pop_size=opts["pop"], generations=opts["gens"], seed=opts["seed"],
-        variables=opts["variables"], coder=opts["coder"], progress=progress,
+    val_of, test_of, original = ctx["val_of"], ctx["test_of"], ctx["original"]
+    pre = []
+
+    def measure(s, c) -> None:  # the MO-UB row: each chosen front solution before its merge
+        pre.append({"k": s.k, "n_bins": s.n_bins, "val": val_of(c.model), "test": test_of(c.model),
+                    "bits": float(c.bits), "mem_bits": c.memory()["bits_memory"],
+                    "cr": original / fixed_bytes(c)})  # fmt: skip
+
+    p = paper_protocol(
+        spec.model, ctx["evaluate"], tolerance=st.tolerance, margin=st.margin, method=u,
+        pop_size=st.pop, generations=st.gens, seed=st.seed, coder=st.coder,
+        merge_top=st.merge_top, merge_evals=st.merge_evals, baseline=ctx["base_val"],
+        random_ub=False, before_merge=measure, progress=progress,
     )  # fmt: skip
-    # the margin keeps every decision that much inside the tolerance (see --margin)
-    tol = opts["tolerance"] - opts.get("margin", 0.0)
-    ok = [s for s in res.front if s.drop <= tol]
-    if not ok:
+    res = p.search
+    if not p.chosen:
         best = min((s.drop for s in res.front), default=math.nan)
-        bar = f"--tolerance {opts['tolerance']}" + (
-            f" - --margin {opts['margin']}" if opts.get("margin") else ""
-        )
+        bar = f"--tolerance {st.tolerance}" + (f" - --margin {st.margin}" if st.margin else "")
         raise NotReached(
             f"no front solution of {res.n_evaluations} evaluations is within {bar} "
             f"(smallest drop {best:.4g})"
         )
-    chosen_set = sorted(ok, key=lambda s: (s.bits, s.drop))[: opts["merge_top"]]
-    val_of, test_of, original = ctx["val_of"], ctx["test_of"], ctx["original"]
-    pre, merged = [], []
-    for s in chosen_set:
-        c = res.compress(s)
-        pre.append({"k": s.k, "n_bins": s.n_bins, "val": val_of(c.model), "test": test_of(c.model),
-                    "bits": float(c.bits), "mem_bits": c.memory()["bits_memory"],
-                    "cr": original / fixed_bytes(c)})  # fmt: skip
-        m = merge(
-            c, ctx["evaluate"], tolerance=tol, baseline=ctx["base_val"],
-            max_evals=opts["merge_evals"], progress=progress,
-        )  # fmt: skip
-        del c
+    merged = []
+    for s, m in zip(p.chosen, p.merged, strict=True):
         info = m.merge_info
         say(
             f"merge of k={s.k}: {info['n_before']} -> {info['n_after']} shared values in "
@@ -82,7 +77,7 @@ def run_uniform(spec, opts, ctx, say, progress) -> dict:
         item = {"method": "uniform", "k": s.k, "n_bins": info["n_after"], "val": val_of(m.model),
                 "test": test_of(m.model), "model": m, "merge": info,
                 "memory": _memory(m)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
+        for coder in ("huffman", "ans", st.coder):
             item[coder] = _coded(m, coder)
         merged.append(item)
 
@@ -144,14 +139,17 @@ def _coded_rows(items: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
-def run_grid(spec, opts, ctx, say) -> dict:
+def run_grid(spec, st, ctx, say) -> dict:
     """wsq.tune at the tolerance, plain and rate-aware rounding (one probe shared by both)."""
+    import dataclasses
+
     import wsq
     from wsq.core import grid
 
     t0 = time.perf_counter()
     gq = grid.GridQuantizer(spec.model)
     sens = _probe(spec, ctx, gq, "grid", say)
+    del gq  # each tune builds its own quantizer from the method object
     items, notes, start = [], [], None
     bias_inputs = getattr(spec, "bias_inputs", None)
     variants = [("Grid steps", 0.0), ("Grid steps + rate-aware", 1.0)]
@@ -162,16 +160,13 @@ def run_grid(spec, opts, ctx, say) -> dict:
             if label.endswith("+ bias"):
                 c = wsq.tune_equalized(
                     spec.model, ctx["evaluate"], bias_inputs, rd=rd, baseline=ctx["base_val"],
-                    tolerance=opts["tolerance"] - opts.get("margin", 0.0), sensitivities=sens,
-                    iters=opts["grid_iters"], start_scale=start,
+                    tolerance=st.bar, sensitivities=sens, iters=st.grid.iters, start_scale=start,
                 )  # fmt: skip
             else:
-                c = wsq.tune(
-                    spec.model, ctx["evaluate"], tolerance=opts["tolerance"], rd=rd,
-                    margin=opts.get("margin", 0.0), baseline=ctx["base_val"], sensitivities=sens,
-                    quantizer=gq,
-                    iters=opts["grid_iters"], start_scale=start,
-                )  # fmt: skip
+                method = dataclasses.replace(st.grid, rd=rd, sensitivities=tuple(sens),
+                                             scale=start)  # fmt: skip
+                c = wsq.tune(spec.model, ctx["evaluate"], method, tolerance=st.tolerance,
+                             margin=st.margin, baseline=ctx["base_val"])  # fmt: skip
         except ValueError as e:
             notes.append(f"{label}: {e}")
             say(f"grid: {label}: {e}")
@@ -182,11 +177,11 @@ def run_grid(spec, opts, ctx, say) -> dict:
                 "n_bins": int(c.codebook.numel()), "val": ctx["val_of"](c.model),
                 "test": ctx["test_of"](c.model), "model": c,
                 "evaluations": info["evaluations"], "memory": _memory(c)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
+        for coder in ("huffman", "ans", st.coder):
             item[coder] = _coded(c, coder)
         say(
             f"grid: {label}: {item['n_bins']} shared values, "
-            f"{item[opts['coder']]['bits']:.3f} bits/w, CR {item[opts['coder']]['cr']:.2f}x, "
+            f"{item[st.coder]['bits']:.3f} bits/w, CR {item[st.coder]['cr']:.2f}x, "
             f"val {item['val']:.4f} ({info['evaluations']} evaluations)"
         )
         items.append(item)
@@ -201,7 +196,7 @@ def run_grid(spec, opts, ctx, say) -> dict:
 LLOYD_BUDGETS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 
-def run_lloyd(spec, opts, ctx, say) -> dict:
+def run_lloyd(spec, st, ctx, say) -> dict:
     """wsq.lloyd_tables at rising memory budgets (one probe shared by all): the smallest budget
     whose model stays within the tolerance, and the next one up."""
     import wsq
@@ -209,7 +204,7 @@ def run_lloyd(spec, opts, ctx, say) -> dict:
 
     t0 = time.perf_counter()
     sens = _probe(spec, ctx, grid.GridQuantizer(spec.model), "lloyd", say)
-    floor = ctx["base_val"] - opts["tolerance"] + opts.get("margin", 0.0)
+    floor = ctx["base_val"] - st.bar
     items, notes = [], []
     for budget in LLOYD_BUDGETS:
         label = f"Lloyd tables <= {budget:g} bits/w in memory"
@@ -229,11 +224,11 @@ def run_lloyd(spec, opts, ctx, say) -> dict:
         item = {"method": "lloyd", "label": label, "k": None, "budget": budget,
                 "n_bins": int(c.codebook.numel()), "val": val, "test": ctx["test_of"](c.model),
                 "model": c, "memory": _memory(c)}  # fmt: skip
-        for coder in ("huffman", "ans", opts["coder"]):
+        for coder in ("huffman", "ans", st.coder):
             item[coder] = _coded(c, coder)
         say(
             f"lloyd: {label}: {item['memory']['bits_memory']:.3f} bits/w in memory, "
-            f"{item[opts['coder']]['bits']:.3f} in the file, val {val:.4f}"
+            f"{item[st.coder]['bits']:.3f} in the file, val {val:.4f}"
         )
         items.append(item)
         if len(items) == 2:  # the next budget up may code smaller (--prefer file)

@@ -48,6 +48,16 @@ class Binning:
         return float(-(p * torch.log2(p)).sum()) if p.numel() > 1 else 0.0
 
 
+def bin_means(counts: torch.Tensor, sums: torch.Tensor):
+    """(nonempty, codebook, to_global) from the histogram of k raw bins: which bins hold weights,
+    their means as float32 (the shared codebook, ascending) and raw bin -> codebook entry (int64,
+    meaningful for non-empty bins). What uniform_bins, uniform_parts and wsq.Uniform's search
+    candidates all compute, written once."""
+    nonempty = counts > 0
+    codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
+    return nonempty, codebook, torch.cumsum(nonempty.to(torch.int64), 0) - 1
+
+
 def check_k(k) -> int:
     """k (the number of bins) as an int in 2..65536 (a wsq codebook holds at most 2**16 entries)."""
     if isinstance(k, bool) or not isinstance(k, int):
@@ -99,9 +109,8 @@ def uniform_bins(
     )
     hi32 = float(torch.tensor(wmax if hi_arg is None else hi_arg, dtype=torch.float32))
     counts, sums, raw = ops.histogram(w, k, lo32, scale, indices=True)
-    nonempty = counts > 0
+    nonempty, codebook, _ = bin_means(counts, sums)
     n = int(nonempty.sum())
-    codebook = (sums[nonempty] / counts[nonempty].double()).to(torch.float32)
     if n == k and raw.dtype == index_dtype(n):
         idx = raw  # nothing to relabel
     else:

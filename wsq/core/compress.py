@@ -15,13 +15,13 @@ from wsq.core.binning import check_bound, check_k
 from wsq.core.pool import collect_pool
 from wsq.core.streaming import ModelSource, uniform_parts
 
-__all__ = ["compress"]
+__all__ = ["uniform_compress"]
 
 
 # ----------------------------------------------------------------------------- compress
 
 
-def compress(
+def uniform_compress(
     model: tnn.Module,
     k: int,
     *,

@@ -1,7 +1,8 @@
 """Sensitivity-aware steps on one shared grid (``wsq.tune``): wsq's best method.
 
-Public API: :func:`tune` (also ``wsq.tune``) tunes the grid to a tolerance and returns a
-wsq.Compressed; ``wsq.search(model, evaluate, method="grid")`` searches its (scale, rd) front. The
+Public API: the method object ``wsq.Grid`` (wsq.methods.grid) applies these blocks:
+``wsq.tune(model, evaluate, wsq.Grid(), tolerance=...)`` runs :func:`tune` here, and
+``wsq.search(model, evaluate, method=wsq.Grid())`` searches its (scale, rd) front. The
 building blocks (:class:`GridQuantizer`, :class:`GridPlan`, :func:`probe_sensitivity`,
 :func:`allocate`, :func:`plan_for`, :func:`tune_scale`) are public for custom drivers.
 
@@ -40,6 +41,7 @@ import torch
 
 from wsq.checks import finite_baseline as _finite_baseline
 from wsq.checks import number as _number
+from wsq.checks import tolerance_margin
 from wsq.compressed import Compressed
 from wsq.core.grid_quant import MAX_POINTS, MAX_SPAN, GridPlan, GridQuantizer, GridResult
 
@@ -292,13 +294,7 @@ def tune(
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
     if probe is not None and not callable(probe):
         raise TypeError(f"probe must be callable or None, got {type(probe).__name__}")
-    tolerance = _number("tolerance", tolerance)
-    margin = _number("margin", margin)
-    if margin > tolerance:
-        raise ValueError(
-            f"margin must be <= tolerance ({tolerance}), got {margin}: the tune would ask the "
-            "compressed model to beat the original"
-        )
+    tolerance, margin = tolerance_margin(tolerance, margin)
     rd = _number("rd", rd)
     probe_step = _number("probe_step", probe_step, strict=True)
     start_drop = _number("start_drop", start_drop, strict=True)

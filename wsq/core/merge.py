@@ -336,7 +336,7 @@ def merge_front(
 ) -> dict[int, Compressed]:
     """Merge every front solution of a wsq.SearchResult whose drop is <= tolerance.
 
-    What ``wsq.search(..., merge=True)`` runs after the search. Solutions with a larger drop are
+    For a custom protocol (wsq.paper_protocol merges the best few). Solutions with a larger drop are
     skipped: they already fail the bar ``baseline - tolerance`` that every merge must pass.
 
     Returns:

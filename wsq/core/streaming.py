@@ -23,6 +23,7 @@ from torch import Tensor
 from wsq._spec import bin_scale
 from wsq.compressed import Compressed
 from wsq.compressed.ties import name_list
+from wsq.core.binning import bin_means
 from wsq.core.pool import Pool, PoolEntry
 from wsq.kernels import ops
 
@@ -92,7 +93,7 @@ class UniformParts:
         return ops.bits_for(int(self.codebook.numel()))
 
 
-def _local_map(present: Tensor) -> tuple[Tensor, int]:
+def local_map(present: Tensor) -> tuple[Tensor, int]:
     """int32 (k,): raw bin -> rank among this tensor's present bins; and how many are present."""
     rank = torch.cumsum(present.to(torch.int32), 0, dtype=torch.int32) - 1
     return rank.clamp_(min=0), int(present.sum())
@@ -136,12 +137,10 @@ def uniform_parts(
         sums = s if sums is None else sums + s
         if on_tensor is not None:
             on_tensor(i)
-    nonempty = counts > 0
-    codebook = (sums.cpu()[nonempty] / counts[nonempty].double()).to(torch.float32)
-    to_global = torch.cumsum(nonempty.to(torch.int64), 0) - 1  # raw bin -> codebook entry
+    nonempty, codebook, to_global = bin_means(counts, sums.cpu())
     parts = []
     for i, e in enumerate(source.entries):
-        local, m = _local_map(present[i])
+        local, m = local_map(present[i])
         out_bits = ops.bits_for(m)
         dev = raw[i].device
         packed = ops.remap_packed(raw[i], e.numel, kbits, local.to(dev), out_bits)

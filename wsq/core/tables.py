@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from wsq.compressed import Compressed
-from wsq.core.compress import compress
+from wsq.core.compress import uniform_compress
 from wsq.core.grid_quant import GridQuantizer
 from wsq.kernels import ops
 
@@ -154,7 +154,7 @@ def _assemble(gq, fits, widths, model, include, exclude, min_dims) -> Compressed
         idx = glob[local] if local is not None else glob.expand(w.numel()).contiguous()
         packed[e.name] = ops.pack(idx, gbits)
         del w, local, idx
-    shell = compress(model, 2, include=include, exclude=exclude, min_dims=min_dims)
+    shell = uniform_compress(model, 2, include=include, exclude=exclude, min_dims=min_dims)
     return shell.with_indices(codebook, gbits, packed)
 
 

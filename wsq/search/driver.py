@@ -10,32 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from wsq.methods.base import Problem
 from wsq.search.checkpoint import Checkpoint
-from wsq.search.problem import Record, Space, finite_or_worst
+from wsq.search.problem import Record, finite_or_worst
 
 
 def _generation_seed(seed: int, generation: int) -> int:
     return int(np.random.SeedSequence([seed, generation]).generate_state(1, dtype=np.uint32)[0])
-
-
-def _sweep_ks(k_min: int, k_max: int, budget: int, spacing: str) -> list[int]:
-    """`budget` distinct k in [k_min, k_max] (all of them if fewer), evenly spaced on a geometric
-    or linear scale; rounding collisions on the geometric scale are made up by denser spacing."""
-    span = k_max - k_min + 1
-    if budget >= span:
-        return list(range(k_min, k_max + 1))
-    if spacing == "linear":
-        return sorted({int(round(v)) for v in np.linspace(k_min, k_max, budget)})
-    n = budget
-    while True:
-        ks = sorted({int(round(v)) for v in np.geomspace(k_min, k_max, n)})
-        if len(ks) >= budget or n > 64 * span:
-            break
-        n += budget - len(ks)
-    if len(ks) > budget:  # keep the ends, thin evenly in between
-        pick = np.unique(np.round(np.linspace(0, len(ks) - 1, budget)).astype(int))
-        ks = [ks[i] for i in pick]
-    return ks
 
 
 class _Driver:
@@ -81,7 +62,7 @@ class _Driver:
         return finite_or_worst(rec.metric, self.baseline), rec.bits
 
 
-def _make_problem(space: Space, driver: _Driver):
+def _make_problem(space: Problem, driver: _Driver):
     from pymoo.core.problem import Problem
 
     class _LookupProblem(Problem):

@@ -16,7 +16,6 @@ from concurrent.futures.process import BrokenProcessPool
 
 from wsq.search.problem import (
     NEED_SPEC,
-    CandidateEvaluator,
     Record,
     WorkerSpec,
     dumps_spec,
@@ -29,7 +28,7 @@ OnResult = Callable[[int, Record], None]
 class SequentialRunner:
     """Evaluates in the calling process with one evaluator (one working copy)."""
 
-    def __init__(self, evaluator: CandidateEvaluator) -> None:
+    def __init__(self, evaluator: Callable[[tuple[int, ...]], Record]) -> None:
         self.evaluator = evaluator
         self.n_shipments = 0
         self.n_loads = 0

@@ -6,11 +6,10 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class Solution:
     Attributes:
         k: bins requested (decision variable).
         clip: range clip in [0, 1] (decision variable when searched; 0 = the pool's full range).
-        lo, hi: the binning range used (float32 values); wsq.compress(model, k, lo=lo, hi=hi)
+        lo, hi: the binning range used (float32 values); wsq.compress(model, wsq.Uniform(k, lo, hi))
             reproduces the candidate's bins exactly.
         n_bins: non-empty bins = codebook entries (n <= k).
         metric: evaluate(model with the candidate's weights); drop: baseline - metric (lower is
@@ -110,8 +109,7 @@ class SearchResult:
         generations: generations (sweep: batches) completed; converged: True when NSGA-II stopped
             early because no new offspring could be produced (the reachable space was exhausted).
         strategy, seed, variables, config: how the search ran. timings: seconds, see search().
-        merged: with ``search(..., merge=True)``: {front index: merged wsq.Compressed} for the
-            front solutions within merge_tolerance (each with its ``merge_info``); else {}.
+        compress(i): the original model compressed as front solution i (the method's own).
         n_shipments: tasks that carried the model and evaluate to workers (Dask: broadcasts);
             n_loads: evaluators built by workers (at most one per worker and thread);
             n_retries: candidates resubmitted after a worker died. All 0 without an executor.
@@ -134,8 +132,7 @@ class SearchResult:
         n_shipments: int,
         n_loads: int,
         n_retries: int,
-        model: torch.nn.Module | None,
-        pool_options: dict,
+        compress: Callable[[tuple[int, ...]], object] | None = None,
     ) -> None:
         self.front = front
         self.history = history
@@ -152,9 +149,7 @@ class SearchResult:
         self.n_shipments = n_shipments
         self.n_loads = n_loads
         self.n_retries = n_retries
-        self.merged: dict = {}
-        self._model = model
-        self._pool_options = pool_options
+        self._compress = compress
 
     def __repr__(self) -> str:
         return (
@@ -196,18 +191,10 @@ class SearchResult:
         wsq.compress with the same pool, k, lo and hi; grid solutions: the same grid plan (scale,
         rd, probed sensitivities) the search evaluated. Either result goes to wsq.merge, wsq.save.
         """
-        from wsq.core.compress import compress
-
         s = self._solution(i)
-        if self._model is None:
+        if self._compress is None:
             raise ValueError("this SearchResult holds no model (it was not made by wsq.search)")
-        if s.method == "grid":
-            g = getattr(self, "_grid", None)
-            if g is None:
-                raise ValueError("this SearchResult holds no grid quantizer for a grid solution")
-            return g.gq.compress(g.gq.quantize(g.plan(s.x)))
-        rng = {} if s.clip == 0 else {"lo": s.lo, "hi": s.hi}
-        return compress(self._model, s.k, **rng, **self._pool_options)
+        return self._compress(s.x)
 
     # ------------------------------------------------------------------ comparing
 
@@ -241,8 +228,6 @@ class SearchResult:
         if is_grid:
             head = f"{'#':>3} {'scale':>9} {'rd':>5}"
         head += f" {'n_bins':>6} {'metric':>10} {'drop':>10} {'bits/w':>7} {'CR':>7}"
-        if self.merged:
-            head += f" {'merged':>6}"
         t = self.timings.get("total_s", 0.0)
         lines = [
             f"wsq search ({'grid ' if is_grid else ''}{self.strategy}, seed {self.seed}): baseline {self.baseline:.6g}, "
@@ -257,9 +242,6 @@ class SearchResult:
                 r = f"{j:>3} {s.scale:>9.3g} {s.rd:>5.2f}"
             r += f" {s.n_bins:>6} {_fmt(s.metric, 10, 4)} {_fmt(s.drop, 10, 4)}"
             r += f" {_fmt(s.bits, 7, 3)} {_fmt(s.cr, 7, 2)}"
-            if self.merged:
-                m = self.merged.get(j)
-                r += f" {m.codebook.numel() if m is not None else '-':>6}"
             lines.append(r)
         if limit is not None and len(self.front) > limit:
             lines.append(f"... {len(self.front) - limit} more")
@@ -295,9 +277,6 @@ class SearchResult:
                 "n_shipments": self.n_shipments,
                 "n_loads": self.n_loads,
                 "n_retries": self.n_retries,
-                "merged": {
-                    str(i): dict(getattr(m, "merge_info", {})) for i, m in self.merged.items()
-                },
                 "front": [s.as_dict() for s in self.front],
                 "history": [s.as_dict() for s in self.history],
             }

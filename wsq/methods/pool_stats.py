@@ -11,7 +11,7 @@ import torch
 from wsq.compressed.ties import view_key
 from wsq.kernels import ops
 
-__all__ = ["state_bytes", "file_overhead", "pool_fingerprint", "pool_median"]
+__all__ = ["state_bytes", "file_overhead", "file_sizes", "pool_fingerprint", "pool_median"]
 
 
 def state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
@@ -30,13 +30,24 @@ def state_bytes(model: torch.nn.Module, skip: set[str]) -> int:
 def file_overhead(model, k: int, pool_options: dict, coder: str, rest_bytes: int) -> int:
     """Bytes of a wsq file beyond index streams, codebook and uncompressed tensors (its header and
     alignment), measured by compressing at one k: it hardly depends on k (a few bytes of JSON)."""
-    from wsq.core.compress import compress
+    from wsq.core.compress import uniform_compress
     from wsq.core.streaming import trim_heap
 
-    s = compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
+    s = uniform_compress(model, k, **pool_options).stats("auto" if coder == "entropy" else coder)
     trim_heap()  # the coders' buffers, freed: not held through the candidates that follow
     streams = s["bits_entropy"] * s["n_weights"] / 8
     return max(0, int(round(s["file_bytes"] - streams - 4 * s["n_bins"] - rest_bytes)))
+
+
+def file_sizes(model, pool, pool_options: dict, coder: str) -> tuple[int, int, int]:
+    """(original bytes, bytes of the tensors not pooled, a file's overhead) for a search: what
+    each candidate's all-in compression ratio is measured against. The overhead is measured at
+    k = 2 (1-bit streams): it is the header, and compressing at k = 64 only for it held the model's
+    6-bit copy (0.2x dense)."""
+    pooled_names = {n for e in pool.entries for n in e.names}
+    pooled = sum(e.numel * torch.empty(0, dtype=e.dtype).element_size() for e in pool.entries)
+    rest = state_bytes(model, pooled_names)
+    return pooled + rest, rest, file_overhead(model, 2, pool_options, coder, rest)
 
 
 def pool_fingerprint(pool, source) -> str:
