@@ -40,7 +40,7 @@ __all__ = ["find_pairs", "equalize", "EqualizeInfo", "correct_bias"]
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LAYERS = (*_CONVS, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_STATS = ("max", "std", "gain")
+_STATS = ("max", "std")
 
 
 class EqualizeInfo(dict):
@@ -142,20 +142,9 @@ def find_pairs(model: nn.Module, inputs) -> tuple[list[tuple[str, str]], list[tu
     return pairs, left
 
 
-def _channel_stat(layer: nn.Module, bn: nn.Module, stat: str) -> torch.Tensor:
-    """Per output channel: the quantity equalization makes equal (0 or inf: leave the channel)."""
-    w = layer.weight.detach().float().reshape(layer.weight.shape[0], -1)
-    if stat == "max":
-        return w.abs().amax(1)
-    if stat == "std":
-        return w.pow(2).mean(1).sqrt()
-    # "gain": the BatchNorm's inverse gain sqrt(var + eps) / |gamma|. Equal for every channel
-    # after scaling, so each channel's weights carry its own gain and one weight step costs every
-    # channel the same error in the BatchNorm's output (what the next layer reads). A channel
-    # with gamma = 0 (a constant output) or all-zero weights is left as it is.
-    g = bn.weight.detach().float().abs() / (bn.running_var.detach().float() + bn.eps).sqrt()
-    live = (g > 0) & (w.abs().amax(1) > 0)
-    return torch.where(live, 1.0 / g.clamp_min(1e-30), torch.zeros_like(g))
+def _channel_stat(w: torch.Tensor, stat: str) -> torch.Tensor:
+    w = w.detach().float().reshape(w.shape[0], -1)
+    return w.abs().amax(1) if stat == "max" else w.pow(2).mean(1).sqrt()
 
 
 @torch.no_grad()
@@ -192,14 +181,9 @@ def equalize(
         model: any nn.Module (judged in eval mode).
         inputs: an example input for one forward pass (a tensor, a tuple of positional inputs or
             a dict of keyword inputs); any values of the right shape work (random data is fine).
-        stat: what is made equal across the folded channels: "max" (max |w|, default), "std"
-            (root mean square of the weights), or "gain" (the BatchNorm's gain
-            |gamma| / sqrt(var + eps): the weights then carry each channel's gain, so one weight
-            step costs every channel the same error in the BatchNorm's output; the best of the
-            three for the grid method on EfficientNet-Lite0, bench/results/effnet.md).
-        target: the value of `stat` every folded channel gets (default: the median over all
-            folded channels, so the weights keep their typical size; for "gain" the value is the
-            inverse gain sqrt(var + eps) / |gamma|).
+        stat: the channel range equalized: "max" (max |w|, default) or "std" (root mean square).
+        target: the range every folded channel gets (default: the median over all folded
+            channels of their stat, so the weights keep their typical size).
         inplace: change `model` itself instead of a deep copy.
         rtol: the verification bound on max |out' - out| / max |out| (float rounding is ~1e-6).
         seed: seed of the verification's random factors.
@@ -232,7 +216,7 @@ def equalize(
             ref = _flat(_call(out, inputs))
         pairs, left, worst = _verified(out, inputs, pairs, left, ref, rtol, seed)
         mods = dict(out.named_modules())
-        stats = {ln: _channel_stat(mods[ln], mods[bn], stat) for ln, bn in pairs}
+        stats = {ln: _channel_stat(mods[ln].weight, stat) for ln, _ in pairs}
         if target is None:
             allc = torch.cat([s[s > 0] for s in stats.values()]) if stats else torch.zeros(0)
             target = float(allc.median()) if allc.numel() else 1.0
