@@ -213,7 +213,10 @@ def page(out: str, *, quick: bool = False, log=print) -> dict:
     test_x = effnet.photos(effnet.REPORT_IMAGES, n_test, seed=1)
     judge = Judge(model, val_x, test_x)
     evaluate = wsq.metrics.agreement(model, val_x, batch_size=32)
-    probe = wsq.metrics.kl(model, val_x[:16], batch_size=16)
+    # all decision crops, as `wsq compress effnet` probes: side by side at three fixed grid
+    # scales (5.1-5.9x), 64 crops instead of 16 gave an 8-30% lower held-out KL at about the same
+    # file size (a steadier sensitivity per tensor)
+    probe = wsq.metrics.kl(model, val_x, batch_size=32)
     orig = original_bytes(model)
     tmp = default_tmp()
     points: list[dict] = []
